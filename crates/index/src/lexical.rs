@@ -1,0 +1,321 @@
+//! The BM25 index: one tantivy document per chunk.
+//!
+//! Everything a search result shows (title, source, heading, pages, text) is
+//! stored here too, so searching never needs the redb store: a search can run
+//! while another process holds the store to ingest.
+//!
+//! Each tantivy commit carries the store's sequence number of the last change
+//! it contains (the commit payload); see [`crate::Writer`] for how the two are
+//! kept in step.
+
+use std::path::Path;
+
+use knowhow_core::{Chunk, Document};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED, STRING,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::Error;
+
+/// Name under which the English analyzer is registered with tantivy.
+const ANALYZER: &str = "knowhow_en";
+
+/// The analyzer of chunk text and queries, close to Lucene's EnglishAnalyzer
+/// (what the published BM25 baselines use): split on non-alphanumerics, drop
+/// tokens over 40 bytes, lowercase, drop Lucene's English stop words, Snowball
+/// English stemming.
+pub fn english_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).expect("tantivy ships English stop words"))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    doc_id: Field,
+    ordinal: Field,
+    title: Field,
+    source: Field,
+    heading: Field,
+    pages: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let text_options = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let fields = Fields {
+        doc_id: builder.add_text_field("doc_id", STRING | STORED | FAST),
+        ordinal: builder.add_u64_field("ordinal", INDEXED | STORED | FAST),
+        title: builder.add_text_field("title", STORED),
+        source: builder.add_text_field("source", STORED),
+        heading: builder.add_text_field("heading", STORED),
+        pages: builder.add_text_field("pages", STORED),
+        text: builder.add_text_field("text", text_options),
+    };
+    (builder.build(), fields)
+}
+
+/// A search result: one chunk, with what a user needs to see where it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hit {
+    pub document_id: String,
+    pub ordinal: u32,
+    pub score: f32,
+    pub title: String,
+    pub source: String,
+    pub heading_path: Vec<String>,
+    pub pages: Option<(u32, u32)>,
+    pub snippet: Snippet,
+}
+
+/// A fragment of the chunk around the best-matching terms; `highlights` are
+/// byte ranges of matched terms inside `text`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Snippet {
+    pub text: String,
+    pub highlights: Vec<(usize, usize)>,
+}
+
+/// A ranked chunk without its display fields: what evaluation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    pub document_id: String,
+    pub ordinal: u32,
+    pub score: f32,
+}
+
+pub(crate) struct LexicalIndex {
+    index: Index,
+    fields: Fields,
+    reader: IndexReader,
+}
+
+impl LexicalIndex {
+    /// Opens the index in `dir`, creating an empty one if there is none.
+    pub(crate) fn open_or_create(dir: &Path) -> Result<LexicalIndex, Error> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema();
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir)?
+        } else {
+            Index::create_in_dir(dir, schema)?
+        };
+        Self::from_index(index, fields)
+    }
+
+    /// Opens an existing index for reading only.
+    pub(crate) fn open(dir: &Path) -> Result<LexicalIndex, Error> {
+        let (_, fields) = schema();
+        Self::from_index(Index::open_in_dir(dir)?, fields)
+    }
+
+    fn from_index(index: Index, fields: Fields) -> Result<LexicalIndex, Error> {
+        index.tokenizers().register(ANALYZER, english_analyzer());
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(LexicalIndex { index, fields, reader })
+    }
+
+    pub(crate) fn writer(&self) -> Result<IndexWriter, Error> {
+        Ok(self.index.writer_with_num_threads(1, 64 * 1024 * 1024)?)
+    }
+
+    /// The store sequence number the last commit contains; `None` for an index
+    /// that never committed a change (it must be rebuilt from the store).
+    pub(crate) fn committed_seq(&self) -> Result<Option<u64>, Error> {
+        let payload = self.index.load_metas()?.payload;
+        Ok(payload.and_then(|p| p.parse().ok()))
+    }
+
+    pub(crate) fn delete_document(&self, writer: &IndexWriter, doc_id: &str) {
+        writer.delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+    }
+
+    pub(crate) fn add_document(&self, writer: &IndexWriter, doc: &Document, chunks: &[Chunk]) -> Result<(), Error> {
+        let f = self.fields;
+        for chunk in chunks {
+            let mut d = TantivyDocument::new();
+            d.add_text(f.doc_id, &doc.id);
+            d.add_u64(f.ordinal, u64::from(chunk.ordinal));
+            d.add_text(f.title, &doc.title);
+            d.add_text(f.source, &doc.source);
+            d.add_text(f.heading, chunk.heading_path.join("\u{1f}"));
+            if let Some((first, last)) = chunk.pages {
+                d.add_text(f.pages, format!("{first}-{last}"));
+            }
+            d.add_text(f.text, &chunk.text);
+            writer.add_document(d)?;
+        }
+        Ok(())
+    }
+
+    /// Commits everything added since the last commit, stamped with `seq`.
+    pub(crate) fn commit(&self, writer: &mut IndexWriter, seq: u64) -> Result<(), Error> {
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit()?;
+        Ok(())
+    }
+
+    /// Number of indexed chunks per document id, for integrity checks.
+    pub(crate) fn chunk_counts(&self) -> Result<std::collections::BTreeMap<String, u32>, Error> {
+        self.reader.reload()?;
+        let searcher = self.reader.searcher();
+        let mut counts = std::collections::BTreeMap::new();
+        for segment in searcher.segment_readers() {
+            let ids = segment
+                .fast_fields()
+                .str("doc_id")?
+                .ok_or_else(|| Error::Corrupt("lexical index has no doc_id column".into()))?;
+            let mut id = String::new();
+            for doc in segment.doc_ids_alive() {
+                id.clear();
+                if let Some(ord) = ids.term_ords(doc).next() {
+                    ids.ord_to_str(ord, &mut id)?;
+                }
+                *counts.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The query terms after analysis, each with how often it occurs.
+    fn query(&self, text: &str) -> Option<Box<dyn Query>> {
+        let mut analyzer = english_analyzer();
+        let mut terms: Vec<(String, u32)> = Vec::new();
+        let mut stream = analyzer.token_stream(text);
+        while let Some(token) = stream.next() {
+            match terms.iter_mut().find(|(t, _)| *t == token.text) {
+                Some((_, count)) => *count += 1,
+                None => terms.push((token.text.clone(), 1)),
+            }
+        }
+        if terms.is_empty() {
+            return None;
+        }
+        // Like Anserini's bag-of-words query: each distinct term once, boosted
+        // by how often the query repeats it.
+        let clauses = terms
+            .into_iter()
+            .map(|(term, count)| {
+                let term = Term::from_field_text(self.fields.text, &term);
+                let query: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                let query: Box<dyn Query> = if count > 1 { Box::new(BoostQuery::new(query, count as f32)) } else { query };
+                (Occur::Should, query)
+            })
+            .collect();
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// Top `k` chunks for `text` by BM25, without display fields.
+    pub(crate) fn rank(&self, text: &str, k: usize) -> Result<Vec<ScoredChunk>, Error> {
+        let Some(query) = self.query(text) else {
+            return Ok(Vec::new());
+        };
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
+        let mut columns = Vec::new();
+        for segment in searcher.segment_readers() {
+            let ids = segment.fast_fields().str("doc_id")?;
+            let ordinals = segment.fast_fields().u64("ordinal")?;
+            columns.push((ids, ordinals));
+        }
+        let mut hits = Vec::with_capacity(top.len());
+        let mut id = String::new();
+        for (score, DocAddress { segment_ord, doc_id }) in top {
+            let (ids, ordinals) = &columns[segment_ord as usize];
+            id.clear();
+            if let Some(ids) = ids {
+                if let Some(ord) = ids.term_ords(doc_id).next() {
+                    ids.ord_to_str(ord, &mut id)?;
+                }
+            }
+            hits.push(ScoredChunk {
+                document_id: id.clone(),
+                ordinal: ordinals.first(doc_id).unwrap_or(0) as u32,
+                score,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Top `k` chunks for `text`, with snippets and display fields.
+    pub(crate) fn search(&self, text: &str, k: usize) -> Result<Vec<Hit>, Error> {
+        let Some(query) = self.query(text) else {
+            return Ok(Vec::new());
+        };
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
+        let mut snippets = SnippetGenerator::create(&searcher, &*query, self.fields.text)?;
+        snippets.set_max_num_chars(240);
+        let f = self.fields;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let text_of = |field: Field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let snippet = snippets.snippet_from_doc(&doc);
+            let heading = text_of(f.heading);
+            hits.push(Hit {
+                document_id: text_of(f.doc_id),
+                ordinal: doc.get_first(f.ordinal).and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                score,
+                title: text_of(f.title),
+                source: text_of(f.source),
+                heading_path: if heading.is_empty() { Vec::new() } else { heading.split('\u{1f}').map(String::from).collect() },
+                pages: parse_pages(&text_of(f.pages)),
+                snippet: Snippet {
+                    text: snippet.fragment().to_string(),
+                    highlights: snippet.highlighted().iter().map(|r| (r.start, r.end)).collect(),
+                },
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Makes the latest commit visible to searches.
+    pub(crate) fn reload(&self) -> Result<(), Error> {
+        Ok(self.reader.reload()?)
+    }
+}
+
+fn parse_pages(pages: &str) -> Option<(u32, u32)> {
+    let (first, last) = pages.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(text: &str) -> Vec<String> {
+        let mut analyzer = english_analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(t) = stream.next() {
+            out.push(t.text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn analyzer_lowercases_stems_and_drops_stop_words() {
+        assert_eq!(tokens("The Running of the Mice-cells"), ["run", "mice", "cell"]);
+        assert_eq!(tokens("and or but"), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,173 @@
+//! The loaders against real documents from the shared data set
+//! (`/work/shared/data/docs`, or `$KNOWHOW_DATA/docs`). Each test skips, with a
+//! message, where the data set is absent, so the crate's tests still pass on a
+//! machine without it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use knowhow_core::Document;
+use knowhow_ingest::load::{load_bytes, Format, LoadOptions};
+
+/// The data set's `docs/<kind>` folder, or `None` (with a message) if absent.
+fn docs(kind: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("KNOWHOW_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let dir = root.join("docs").join(kind);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: no test documents at {} (set KNOWHOW_DATA to the data set's folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Files of a folder with the given extension, sorted by name.
+fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(format: Format, path: &Path) -> Result<Document, String> {
+    let bytes = std::fs::read(path).unwrap();
+    let source = path.to_string_lossy();
+    load_bytes(format, &bytes, &source, &LoadOptions::default())
+        .map(|mut loaded| {
+            assert_eq!(loaded.documents.len(), 1);
+            loaded.documents.remove(0)
+        })
+        .map_err(|e| e.message)
+}
+
+/// Sections and pages are in order, do not overlap, and fall on character
+/// boundaries of the text.
+fn assert_spans_are_sound(name: &str, doc: &Document) {
+    let mut previous_end = 0;
+    for section in &doc.sections {
+        assert!(section.start >= previous_end, "{name}: sections overlap");
+        assert!(section.start <= section.end && section.end <= doc.text.len(), "{name}: bad section");
+        assert!(doc.text.is_char_boundary(section.start) && doc.text.is_char_boundary(section.end));
+        assert!((1..=9).contains(&section.level), "{name}: level {}", section.level);
+        assert!(!section.heading_path.is_empty(), "{name}: empty heading path");
+        previous_end = section.end;
+    }
+    let mut previous_end = 0;
+    for (i, page) in doc.pages.iter().enumerate() {
+        assert_eq!(page.number as usize, i + 1, "{name}: pages numbered out of order");
+        assert!(page.start >= previous_end && page.start <= page.end && page.end <= doc.text.len());
+        assert!(doc.text.is_char_boundary(page.start) && doc.text.is_char_boundary(page.end));
+        previous_end = page.end;
+    }
+}
+
+/// Lower-cased alphanumeric words and how often each occurs.
+fn word_counts(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Bag-of-words recall and precision of `got` against `expected`.
+fn recall_precision(expected: &str, got: &str) -> (f64, f64) {
+    let expected = word_counts(expected);
+    let got = word_counts(got);
+    let overlap: usize = got
+        .iter()
+        .map(|(word, n)| (*n).min(expected.get(word).copied().unwrap_or(0)))
+        .sum();
+    let total = |counts: &HashMap<String, usize>| counts.values().sum::<usize>().max(1) as f64;
+    (overlap as f64 / total(&expected), overlap as f64 / total(&got))
+}
+
+#[test]
+fn html_keeps_the_main_content_of_real_pages() {
+    let Some(dir) = docs("html") else { return };
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("source.html").is_file())
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "no pages in {}", dir.display());
+
+    let mut failures = Vec::new();
+    for page in &pages {
+        let name = page.file_name().unwrap().to_string_lossy();
+        let doc = load(Format::Html, &page.join("source.html")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected_html = std::fs::read_to_string(page.join("expected.html")).unwrap();
+        let expected = dom_query::Document::from(expected_html.as_str()).root().text();
+        let (recall, precision) = recall_precision(&expected, &doc.text);
+        eprintln!("html {name:<10} recall {recall:.3} precision {precision:.3} title {:?}", doc.title);
+        assert_spans_are_sound(&name, &doc);
+        assert!(!doc.title.is_empty(), "{name}: no title");
+        if recall < 0.90 || precision < 0.80 {
+            failures.push(format!("{name}: recall {recall:.3}, precision {precision:.3}"));
+        }
+    }
+    assert!(failures.is_empty(), "below recall 0.90 / precision 0.80: {failures:?}");
+}
+
+#[test]
+fn pdf_pages_load_with_their_numbers() {
+    let Some(dir) = docs("pdf") else { return };
+    let files = files_with_extension(&dir, "pdf");
+    assert!(!files.is_empty(), "no PDFs in {}", dir.display());
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy();
+        match load(Format::Pdf, path) {
+            Ok(doc) => {
+                eprintln!(
+                    "pdf {name}: {} pages, {} bytes of text, title {:?}",
+                    doc.pages.len(),
+                    doc.text.len(),
+                    doc.title
+                );
+                assert!(!name.contains("corrupted"), "{name} should not load");
+                assert!(!doc.text.trim().is_empty(), "{name}: no text");
+                assert!(!doc.pages.is_empty(), "{name}: no pages");
+                assert_eq!(doc.metadata["page_count"], doc.pages.len(), "{name}");
+                assert_spans_are_sound(&name, &doc);
+            }
+            Err(message) if name == "jo.pdf" => {
+                // See japanese_pdf_yields_japanese_text_or_says_why_not.
+                eprintln!("pdf {name}: {message}");
+            }
+            Err(message) => {
+                eprintln!("pdf {name}: {message}");
+                assert!(name.contains("corrupted"), "{name} failed: {message}");
+                assert!(message.starts_with("corrupted PDF: "), "{name}: {message}");
+            }
+        }
+    }
+}
+
+/// jo.pdf sets its Japanese text in a CID font (Ryumin-Light, Identity-V)
+/// with no ToUnicode map; pdf-extract lacks the Adobe-Japan1 tables needed to
+/// turn such glyphs into characters. Either it learns them and the text is
+/// Japanese, or the user is told why nothing came out.
+#[test]
+fn japanese_pdf_yields_japanese_text_or_says_why_not() {
+    let Some(dir) = docs("pdf") else { return };
+    match load(Format::Pdf, &dir.join("jo.pdf")) {
+        Ok(doc) => {
+            let japanese = doc
+                .text
+                .chars()
+                .filter(|c| matches!(*c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
+                .count();
+            assert!(japanese > 100, "only {japanese} Japanese characters in {:?}", doc.text);
+        }
+        Err(message) => assert!(message.contains("no Unicode mapping"), "{message}"),
+    }
+}
