@@ -171,3 +171,53 @@ fn japanese_pdf_yields_japanese_text_or_says_why_not() {
         Err(message) => assert!(message.contains("no Unicode mapping"), "{message}"),
     }
 }
+
+#[test]
+fn docx_documents_load_with_structure() {
+    let Some(dir) = docs("docx") else { return };
+    let files = files_with_extension(&dir, "docx");
+    assert!(!files.is_empty(), "no .docx files in {}", dir.display());
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let doc = load(Format::Docx, path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        eprintln!(
+            "docx {name}: {} bytes of text, {} sections, title {:?}",
+            doc.text.len(),
+            doc.sections.len(),
+            doc.title
+        );
+        assert!(!doc.text.trim().is_empty(), "{name}: no text");
+        assert!(!doc.text.contains("\n\n\n"), "{name}: empty paragraphs kept");
+        assert_spans_are_sound(&name, &doc);
+        // The documents whose body uses heading styles.
+        if ["par-known-paragraphs.docx", "test.docx"].contains(&name.as_str()) {
+            assert!(!doc.sections.is_empty(), "{name}: headings but no sections");
+        }
+    }
+}
+
+#[test]
+fn docx_tables_are_rows_of_cells() {
+    let Some(dir) = docs("docx") else { return };
+    let doc = load(Format::Docx, &dir.join("tbl-having-tables.docx")).unwrap();
+    let rows: Vec<&str> = doc.text.split("\n\n").filter(|block| block.contains(" | ")).collect();
+    assert!(rows.len() >= 2, "no table rows in {:?}", doc.text);
+}
+
+#[test]
+fn docx_headers_and_footers_go_to_metadata_not_text() {
+    let Some(dir) = docs("docx") else { return };
+    let doc = load(Format::Docx, &dir.join("hdr-header-footer.docx")).unwrap();
+    let strings = |key: &str| -> Vec<String> {
+        let values = doc.metadata.get(key).unwrap_or_else(|| panic!("no {key} in {:?}", doc.metadata));
+        serde_json::from_value(values.clone()).unwrap()
+    };
+    let headers = strings("headers");
+    let footers = strings("footers");
+    assert!(headers.iter().any(|h| h.contains("Header for section-1")), "{headers:?}");
+    assert!(footers.iter().any(|f| f.contains("Footer for section")), "{footers:?}");
+    for furniture in headers.iter().chain(&footers) {
+        assert!(!doc.text.contains(furniture.as_str()), "{furniture:?} is in the text {:?}", doc.text);
+    }
+    assert!(doc.text.contains("section with header"), "{:?}", doc.text);
+}

@@ -1,1 +1,95 @@
-fn main() {}
+//! The `knowhow` command line: parses arguments and hands each subcommand to
+//! its module. Work happens in the library crates.
+
+mod collections;
+mod docs;
+mod eval;
+mod ingest;
+mod output;
+mod search;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use knowhow_core::CollectionRef;
+use knowhow_index::Home;
+
+/// knowhow: a knowledge base over your own documents, on your own machine.
+///
+/// Ingest a folder, search it, and measure retrieval quality on a standard
+/// benchmark. Everything is stored under the home directory (see --home).
+#[derive(Parser)]
+#[command(name = "knowhow", version, propagate_version = true)]
+struct Cli {
+    /// Where collections are stored [default: $XDG_DATA_HOME/knowhow, or ~/.local/share/knowhow]
+    #[arg(long, global = true, env = "KNOWHOW_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Namespace of the collection: nothing is shared across namespaces
+    #[arg(short, long, global = true, default_value = "default", env = "KNOWHOW_NAMESPACE")]
+    namespace: String,
+    /// Collection to work on
+    #[arg(short, long, global = true, default_value = "default", env = "KNOWHOW_COLLECTION")]
+    collection: String,
+    /// Machine-readable output: JSON (JSON Lines for streams such as ingest)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add files and folders to the collection (incremental: unchanged files are skipped)
+    Ingest(ingest::Args),
+    /// Search the collection
+    Search(search::Args),
+    /// List, show, remove or check documents
+    #[command(subcommand)]
+    Docs(docs::Command),
+    /// List, create or drop collections
+    #[command(subcommand)]
+    Collections(collections::Command),
+    /// Measure retrieval quality
+    #[command(subcommand)]
+    Eval(eval::Command),
+}
+
+/// What every command gets: where data lives, which collection, how to print.
+pub struct Context {
+    pub home: Home,
+    pub collection: CollectionRef,
+    pub json: bool,
+}
+
+fn default_home() -> PathBuf {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(data).join("knowhow");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/knowhow")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let collection = match CollectionRef::new(&cli.namespace, &cli.collection) {
+        Ok(c) => c,
+        Err(e) => return output::fail(&e.into()),
+    };
+    let context = Context {
+        home: Home::new(cli.home.unwrap_or_else(default_home)),
+        collection,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Ingest(args) => ingest::run(&context, args),
+        Command::Search(args) => search::run(&context, args),
+        Command::Docs(command) => docs::run(&context, command),
+        Command::Collections(command) => collections::run(&context, command),
+        Command::Eval(command) => eval::run(&context, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => output::fail(&e),
+    }
+}

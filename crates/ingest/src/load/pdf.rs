@@ -37,8 +37,8 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
         .find(|(_, id)| has_damaged_content(&document, *id))
     {
         return Err(LoadError::new(format!(
-            "corrupted PDF: the content of page {number} is damaged (its stream length is \
-             missing or invalid); repair the file (e.g. qpdf damaged.pdf repaired.pdf) and load the repaired copy"
+            "corrupted PDF: the content of page {number} is damaged (its compressed data fails \
+             its checksum); re-export or re-download the file and load it again"
         )));
     }
 
@@ -140,39 +140,44 @@ fn try_parse(bytes: &[u8]) -> Result<Result<Document, String>, LoadError> {
     }
 }
 
-/// The file with a fresh cross-reference table and trailer appended, built
-/// from every `N G obj` header in it, or `None` when there is nothing to build
-/// one from (no objects, no catalog).
+/// The file rewritten from the `N G obj` objects found in it, with each
+/// stream's /Length set to its real length and a fresh cross-reference table
+/// and trailer, or `None` when there is nothing to build one from (no
+/// objects, no catalog). This is the recovery viewers do for files with a
+/// missing or wrong table or lengths.
 fn with_rebuilt_xref(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut offsets: BTreeMap<u32, (usize, u16)> = BTreeMap::new();
-    let mut from = 0;
-    while let Some(found) = find(&bytes[from..], b"obj") {
-        let at = from + found;
-        from = at + 3;
-        let delimited = bytes
-            .get(at + 3)
-            .is_none_or(|b| b.is_ascii_whitespace() || b"<[(/%".contains(b));
-        if let Some((number, generation, start)) = object_header_before(bytes, at).filter(|_| delimited) {
-            offsets.insert(number, (start, generation));
-        }
-    }
-    let max = *offsets.keys().next_back()?;
+    let objects = scan_objects(bytes);
+    let max = objects.iter().map(|o| o.number).max()?;
     // Object numbers far beyond the objects found are junk, not a table to build.
-    if usize::try_from(max).ok()? > offsets.len() * 16 + 1024 {
+    if usize::try_from(max).ok()? > objects.len() * 16 + 1024 {
         return None;
     }
     let trailer = rfind(bytes, b"trailer").map(|at| &bytes[at..]);
     let reference = |key: &[u8]| trailer.and_then(|t| reference_after(t, key));
     let root = reference(b"/Root").or_else(|| {
-        offsets.iter().find_map(|(&number, &(start, generation))| {
-            let body = &bytes[start..bytes.len().min(start + 4096)];
-            let body = &body[..find(body, b"endobj").unwrap_or(body.len())];
-            find(body, b"/Catalog").map(|_| (number, generation))
+        objects.iter().find_map(|object| {
+            let body = &bytes[object.start..object.end];
+            let dictionary = &body[..object.stream.map_or(body.len(), |(keyword, _, _)| keyword)];
+            find(dictionary, b"/Catalog").map(|_| (object.number, object.generation))
         })
     })?;
 
-    let mut out = bytes.to_vec();
-    out.push(b'\n');
+    let mut out = b"%PDF-1.7\n".to_vec();
+    let mut offsets: BTreeMap<u32, (usize, u16)> = BTreeMap::new();
+    for object in &objects {
+        offsets.insert(object.number, (out.len(), object.generation));
+        let body = &bytes[object.start..object.end];
+        match object.stream {
+            Some((keyword, data_start, data_end)) => {
+                out.extend_from_slice(&with_length(&body[..keyword], data_end - data_start));
+                out.extend_from_slice(b"stream\n");
+                out.extend_from_slice(&body[data_start..data_end]);
+                out.extend_from_slice(b"\nendstream\nendobj");
+            }
+            None => out.extend_from_slice(body),
+        }
+        out.push(b'\n');
+    }
     let xref_at = out.len();
     out.extend_from_slice(format!("xref\n0 {}\n", max + 1).as_bytes());
     for number in 0..=max {
@@ -192,6 +197,105 @@ fn with_rebuilt_xref(bytes: &[u8]) -> Option<Vec<u8>> {
     trailer.push_str(&format!(" >>\nstartxref\n{xref_at}\n%%EOF\n"));
     out.extend_from_slice(trailer.as_bytes());
     Some(out)
+}
+
+/// One `N G obj … endobj` found by scanning a file.
+struct ScannedObject {
+    number: u32,
+    generation: u16,
+    /// Byte range of the object, header to `endobj` included.
+    start: usize,
+    end: usize,
+    /// For a stream, relative to `start`: where the `stream` keyword starts
+    /// and where its data starts and ends.
+    stream: Option<(usize, usize, usize)>,
+}
+
+/// Every object of a file in order, found by its header rather than through
+/// the cross-reference table. A stream's data is skipped over, so headers
+/// inside binary data are not mistaken for objects.
+fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
+    let mut objects = Vec::new();
+    let mut from = 0;
+    while let Some(found) = find(&bytes[from..], b"obj") {
+        let at = from + found;
+        from = at + 3;
+        let delimited = bytes
+            .get(at + 3)
+            .is_none_or(|b| b.is_ascii_whitespace() || b"<[(/%".contains(b));
+        let Some((number, generation, start)) = object_header_before(bytes, at).filter(|_| delimited) else {
+            continue;
+        };
+        let body = &bytes[at + 3..];
+        let endobj = find(body, b"endobj");
+        let stream_keyword = find(body, b"stream").filter(|&k| endobj.is_none_or(|e| k < e));
+        let (end, stream) = match stream_keyword {
+            Some(keyword) => {
+                let mut data_start = keyword + b"stream".len();
+                if body[data_start..].starts_with(b"\r\n") {
+                    data_start += 2;
+                } else if body[data_start..].starts_with(b"\n") || body[data_start..].starts_with(b"\r") {
+                    data_start += 1;
+                }
+                let Some(endstream) = find(&body[data_start..], b"endstream").map(|e| data_start + e) else {
+                    break;
+                };
+                let data = &body[data_start..endstream];
+                let data_end = data_start + data.strip_suffix(b"\r\n").or_else(|| data.strip_suffix(b"\n")).or_else(|| data.strip_suffix(b"\r")).unwrap_or(data).len();
+                let after = endstream + b"endstream".len();
+                let end = find(&body[after..], b"endobj").map_or(after, |e| after + e + b"endobj".len());
+                let offset = at + 3 - start;
+                (end, Some((keyword + offset, data_start + offset, data_end + offset)))
+            }
+            None => (endobj.map_or(body.len(), |e| e + b"endobj".len()), None),
+        };
+        from = at + 3 + end;
+        objects.push(ScannedObject {
+            number,
+            generation,
+            start,
+            end: at + 3 + end,
+            stream,
+        });
+    }
+    objects
+}
+
+/// A stream dictionary's text with its /Length set to `length`.
+fn with_length(dictionary: &[u8], length: usize) -> Vec<u8> {
+    let key = (0..dictionary.len()).find(|&i| {
+        dictionary[i..].starts_with(b"/Length")
+            && dictionary.get(i + 7).is_none_or(|b| !b.is_ascii_alphanumeric())
+    });
+    let Some(key) = key else {
+        let open = find(dictionary, b"<<").map_or(0, |o| o + 2);
+        return [&dictionary[..open], format!(" /Length {length} ").as_bytes(), &dictionary[open..]].concat();
+    };
+    // The old value: a number, or an `N G R` reference.
+    let value_start = key + 7;
+    let mut value_end = value_start;
+    let mut tokens = 0;
+    let mut i = value_start;
+    while tokens < 3 && i < dictionary.len() {
+        while i < dictionary.len() && dictionary[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let token_start = i;
+        while i < dictionary.len() && (dictionary[i].is_ascii_digit() || dictionary[i] == b'R') {
+            i += 1;
+        }
+        if i == token_start {
+            break;
+        }
+        tokens += 1;
+        if tokens == 1 || dictionary[token_start] == b'R' {
+            value_end = i;
+        }
+        if dictionary[token_start] == b'R' {
+            break;
+        }
+    }
+    [&dictionary[..value_start], format!(" {length}").as_bytes(), &dictionary[value_end..]].concat()
 }
 
 /// Reads `N G` backwards from just before an `obj` keyword at `at`: the
@@ -246,20 +350,41 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
-/// A content stream whose /Length is missing or not a number was cut or
-/// overwritten: what lopdf recovers from it cannot be trusted to be whole.
+/// Whether a page's compressed content fails its zlib checksum: its bytes
+/// are not the ones written, so what inflates from them cannot be trusted.
+/// (Wrong lengths and tables are bookkeeping, repaired in [`parse`]; this is
+/// the data itself.)
 fn has_damaged_content(document: &Document, page_id: ObjectId) -> bool {
     document.get_page_contents(page_id).into_iter().any(|id| {
         let Ok(stream) = document.get_object(id).and_then(Object::as_stream) else {
             return false;
         };
-        let length = stream
-            .dict
-            .get(b"Length")
-            .and_then(|length| document.dereference(length))
-            .and_then(|(_, length)| length.as_i64());
-        !matches!(length, Ok(length) if length >= 0)
+        let only_flate = stream.filters().is_ok_and(|filters| filters == [b"FlateDecode".as_slice()]);
+        if !only_flate || stream.dict.has(b"DecodeParms") {
+            return false;
+        }
+        let raw = stream.content.trim_ascii_end();
+        let (Some(expected), Ok(inflated)) = (raw.last_chunk::<4>(), stream.decompressed_content()) else {
+            return false;
+        };
+        adler32(&inflated) != u32::from_be_bytes(*expected)
     })
+}
+
+/// The Adler-32 checksum that ends every zlib stream (RFC 1950).
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    let (mut a, mut b) = (1u32, 0u32);
+    // 5552 bytes is the most that can be summed before `b` could overflow.
+    for chunk in data.chunks(5552) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
 }
 
 /// Whether the page, or the nearest page-tree node above it that has one,
@@ -516,15 +641,31 @@ mod tests {
     }
 
     #[test]
-    fn a_content_stream_with_a_broken_length_is_a_corrupted_pdf() {
-        let mut doc = pdf_with_pages(&["Hello"], None);
+    fn content_failing_its_checksum_is_a_corrupted_pdf() {
+        let mut doc = pdf_with_pages(&["Hello ".repeat(40).as_str()], None);
         let page_id = doc.get_pages()[&1];
         let content_id = doc.get_page_contents(page_id)[0];
-        let missing = doc.new_object_id();
         let stream = doc.get_object_mut(content_id).unwrap().as_stream_mut().unwrap();
-        stream.dict.set("Length", missing);
+        stream.compress().unwrap();
+        assert!(stream.filters().is_ok(), "the content is compressed");
+        let last = stream.content.len() - 1;
+        stream.content[last] ^= 0xFF;
         let err = load(&save(doc)).unwrap_err();
         assert!(err.message.starts_with("corrupted PDF: the content of page 1 is damaged"), "{err}");
+    }
+
+    #[test]
+    fn wrong_stream_lengths_are_repaired() {
+        let bytes = save(pdf_with_pages(&["Long enough text"], None));
+        let at = find(&bytes, b"/Length ").unwrap() + 8;
+        let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let broken = [&bytes[..at], b"3".as_slice(), &bytes[at + digits..]].concat();
+        assert_eq!(load(&broken).unwrap().text, "Long enough text");
+    }
+
+    #[test]
+    fn adler32_matches_the_rfc_example() {
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
     }
 
     #[test]

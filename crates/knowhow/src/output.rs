@@ -1,0 +1,53 @@
+//! Printing helpers shared by the commands.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints an error chain as `error: outer: inner` and returns failure.
+pub fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Prints one JSON value on its own line.
+pub fn json_line(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal or when
+/// the output is JSON (scripts read stdout; a bar would only be noise).
+pub fn progress(total: u64, json: bool, message: &str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// Marks byte ranges of `text` for a reader: bold on a terminal, `**x**`
+/// otherwise.
+pub fn mark(text: &str, ranges: &[(usize, usize)]) -> String {
+    let (open, close) = if std::io::stdout().is_terminal() { ("\x1b[1;33m", "\x1b[0m") } else { ("**", "**") };
+    let mut out = String::with_capacity(text.len() + ranges.len() * 8);
+    let mut at = 0;
+    for &(start, end) in ranges {
+        if start < at || end > text.len() {
+            continue;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(open);
+        out.push_str(&text[start..end]);
+        out.push_str(close);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
