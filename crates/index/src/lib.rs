@@ -176,15 +176,15 @@ impl Home {
         }
         let dir = self.collection_dir(c);
         let lexical_dir = dir.join("lexical");
-        let behind = match redb::ReadOnlyDatabase::open(dir.join("store.redb")) {
+        let behind = match self.open_read_only(c) {
             Ok(db) => {
                 let txn = db.begin_read()?;
                 let next = txn.open_table(store::META)?.get("next_seq")?.map_or(1, |v| v.value());
                 let indexed = LexicalIndex::open(&lexical_dir).ok().map(|l| l.committed_seq()).transpose()?.flatten();
                 indexed != Some(next - 1)
             }
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => false,
-            Err(e) => return Err(e.into()),
+            Err(Error::Busy(_)) => false,
+            Err(e) => return Err(e),
         };
         if behind {
             match self.open_writer(c, false) {
@@ -204,10 +204,25 @@ impl Home {
         if !self.exists(c) {
             return Err(Error::NoSuchCollection(c.clone()));
         }
-        let dir = self.collection_dir(c);
-        match redb::ReadOnlyDatabase::open(dir.join("store.redb")) {
-            Ok(db) => Ok(Catalog { db, dir }),
+        let db = self.open_read_only(c)?;
+        Ok(Catalog { db, dir: self.collection_dir(c) })
+    }
+
+    /// Opens the store read-only. A store left unclean by a crash needs a
+    /// repair only a writer can do: then a writer opens it once first.
+    fn open_read_only(&self, c: &CollectionRef) -> Result<redb::ReadOnlyDatabase, Error> {
+        let path = self.collection_dir(c).join("store.redb");
+        match redb::ReadOnlyDatabase::open(&path) {
+            Ok(db) => Ok(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Busy(c.clone())),
+            Err(redb::DatabaseError::RepairAborted) => {
+                self.open_writer(c, false)?.finish()?;
+                match redb::ReadOnlyDatabase::open(&path) {
+                    Ok(db) => Ok(db),
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Busy(c.clone())),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }

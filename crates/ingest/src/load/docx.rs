@@ -32,7 +32,9 @@ pub(crate) fn load(bytes: &[u8], max_expanded_bytes: u64) -> Result<Extracted, L
     for (prefix, key) in [("word/header", "headers"), ("word/footer", "footers")] {
         let mut texts = Vec::new();
         for name in package.part_names(prefix) {
-            let Some(xml) = package.read(&name)? else { continue };
+            let Some(xml) = package.read(&name)? else {
+                continue;
+            };
             let text = body_blocks(&xml, &styles)?
                 .into_iter()
                 .map(|block| block.text)
@@ -56,13 +58,19 @@ pub(crate) fn load(bytes: &[u8], max_expanded_bytes: u64) -> Result<Extracted, L
 
     let (text, sections) = assemble(&body);
     if text.is_empty() {
-        return Err(LoadError::new("the Word document has no text"));
+        return Err(LoadError::new(
+            "the Word document has no text in its body (only images, empty tables or blank \
+             paragraphs); there is nothing to index",
+        ));
     }
     let title = core
         .get("title")
         .cloned()
         .or_else(|| {
-            let first_heading = body.iter().find(|b| b.title).or_else(|| body.iter().find(|b| b.level.is_some()));
+            let first_heading = body
+                .iter()
+                .find(|b| b.title)
+                .or_else(|| body.iter().find(|b| b.level.is_some()));
             first_heading.map(|b| b.text.clone())
         })
         .unwrap_or_default();
@@ -86,8 +94,11 @@ impl<'a> Package<'a> {
     /// Opens the archive and refuses it at once if its entries declare more
     /// than `limit` bytes in all.
     fn open(bytes: &'a [u8], limit: u64) -> Result<Package<'a>, LoadError> {
-        let mut archive = ZipArchive::new(Cursor::new(bytes))
-            .map_err(|e| LoadError::new(format!("not a valid .docx (it is not a readable zip archive: {e})")))?;
+        let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+            LoadError::new(format!(
+                "not a valid .docx (it is not a readable zip archive: {e})"
+            ))
+        })?;
         let mut declared = 0u64;
         for index in 0..archive.len() {
             let size = archive
@@ -113,11 +124,18 @@ impl<'a> Package<'a> {
             .archive
             .file_names()
             .filter_map(Result::ok)
-            .filter(|name| name.starts_with(prefix) && name.ends_with(".xml") && !name[prefix.len()..].contains('/'))
+            .filter(|name| {
+                name.starts_with(prefix)
+                    && name.ends_with(".xml")
+                    && !name[prefix.len()..].contains('/')
+            })
             .map(|name| name.into_owned())
             .collect();
         names.sort_by_key(|name| {
-            let digits: String = name[prefix.len()..].chars().filter(char::is_ascii_digit).collect();
+            let digits: String = name[prefix.len()..]
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             (digits.parse::<u64>().unwrap_or(0), name.clone())
         });
         names
@@ -130,7 +148,11 @@ impl<'a> Package<'a> {
         let file = match self.archive.by_name(name) {
             Ok(file) => file,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-            Err(e) => return Err(LoadError::new(format!("damaged .docx: cannot read {name}: {e}"))),
+            Err(e) => {
+                return Err(LoadError::new(format!(
+                    "damaged .docx: cannot read {name}: {e}"
+                )))
+            }
         };
         let mut bytes = Vec::new();
         file.take(self.budget.saturating_add(1))
@@ -141,9 +163,9 @@ impl<'a> Package<'a> {
             return Err(too_large(self.limit));
         }
         self.budget -= read;
-        decode_xml(bytes)
-            .map(Some)
-            .map_err(|_| LoadError::new(format!("damaged .docx: {name} is not UTF-8 or UTF-16 text")))
+        decode_xml(bytes).map(Some).map_err(|_| {
+            LoadError::new(format!("damaged .docx: {name} is not UTF-8 or UTF-16 text"))
+        })
     }
 }
 
@@ -158,7 +180,11 @@ fn too_large(limit: u64) -> LoadError {
 fn decode_xml(bytes: Vec<u8>) -> Result<String, ()> {
     if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(&bytes) {
         let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom_len..]);
-        return if had_errors { Err(()) } else { Ok(text.into_owned()) };
+        return if had_errors {
+            Err(())
+        } else {
+            Ok(text.into_owned())
+        };
     }
     String::from_utf8(bytes).map_err(|_| ())
 }
@@ -257,7 +283,9 @@ fn heading_styles(xml: &str) -> HashMap<String, StyleKind> {
         let mut next = Some(id);
         // The depth bound stops a basedOn cycle.
         for _ in 0..16 {
-            let Some(style) = next.and_then(|id| styles.get(id)) else { break };
+            let Some(style) = next.and_then(|id| styles.get(id)) else {
+                break;
+            };
             if let Some(kind) = own_kind(style) {
                 kinds.insert(id.clone(), kind);
                 break;
@@ -280,7 +308,10 @@ fn default_style_kind(id: &str) -> StyleKind {
         .strip_prefix("Heading")
         .and_then(|n| n.parse::<u8>().ok())
         .filter(|n| (1..=9).contains(n));
-    StyleKind { level, title: false }
+    StyleKind {
+        level,
+        title: false,
+    }
 }
 
 /// An open table: its current row's finished cells and the cell being read.
@@ -351,9 +382,11 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
                     }
                 }
                 "outlineLvl" => {
-                    if let (Some(paragraph), Some(level)) = (paragraphs.last_mut(), attr(&e, "val")) {
+                    if let (Some(paragraph), Some(level)) = (paragraphs.last_mut(), attr(&e, "val"))
+                    {
                         // A paragraph's own outline level wins over its style's; 9 is body text.
-                        paragraph.1.level = level.parse::<u8>().ok().filter(|l| *l < 9).map(|l| l + 1);
+                        paragraph.1.level =
+                            level.parse::<u8>().ok().filter(|l| *l < 9).map(|l| l + 1);
                     }
                 }
                 "tab" | "ptab" => push_to(&mut paragraphs, " "),
@@ -365,7 +398,8 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
             Event::GeneralRef(e) if in_text => {
                 let resolved = match e.resolve_char_ref() {
                     Ok(Some(c)) => Some(c.to_string()),
-                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content()).map(str::to_string),
+                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content())
+                        .map(str::to_string),
                 };
                 if let Some(text) = resolved {
                     push_to(&mut paragraphs, &text);
@@ -374,7 +408,9 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
             Event::End(e) => match e.local_name().into_inner() {
                 "t" => in_text = false,
                 "p" => {
-                    let Some((text, kind)) = paragraphs.pop() else { continue };
+                    let Some((text, kind)) = paragraphs.pop() else {
+                        continue;
+                    };
                     let text = tidy(&text);
                     if text.is_empty() {
                         continue;
@@ -399,7 +435,9 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
                     }
                 }
                 "tr" => {
-                    let Some(table) = tables.last_mut() else { continue };
+                    let Some(table) = tables.last_mut() else {
+                        continue;
+                    };
                     let cells = std::mem::take(&mut table.cells);
                     if cells.iter().all(String::is_empty) {
                         continue;
@@ -499,7 +537,8 @@ fn core_properties(xml: &str) -> HashMap<String, String> {
             Ok(Event::GeneralRef(e)) => {
                 let resolved = match e.resolve_char_ref() {
                     Ok(Some(c)) => Some(c.to_string()),
-                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content()).map(str::to_string),
+                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content())
+                        .map(str::to_string),
                 };
                 if let (Some((_, value)), Some(text)) = (current.as_mut(), resolved) {
                     value.push_str(&text);
@@ -529,7 +568,11 @@ fn local<'e>(e: &'e BytesStart) -> &'e str {
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
     e.attributes().flatten().find_map(|a| {
         (a.key.local_name().into_inner() == name)
-            .then(|| a.normalized_value(XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+            .then(|| {
+                a.normalized_value(XmlVersion::Implicit1_0)
+                    .ok()
+                    .map(|v| v.into_owned())
+            })
             .flatten()
     })
 }
@@ -554,12 +597,16 @@ mod tests {
     }
 
     fn paragraph(style: Option<&str>, text: &str) -> String {
-        let style = style.map_or(String::new(), |s| format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#));
+        let style = style.map_or(String::new(), |s| {
+            format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#)
+        });
         format!(r#"<w:p>{style}<w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>"#)
     }
 
     fn document(body: &str) -> String {
-        format!(r#"<?xml version="1.0" encoding="UTF-8"?><w:document {W}><w:body>{body}</w:body></w:document>"#)
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><w:document {W}><w:body>{body}</w:body></w:document>"#
+        )
     }
 
     const STYLES: &str = r#"<w:styles xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
@@ -580,14 +627,27 @@ mod tests {
             paragraph(None, "Call in before 9."),
         ]
         .concat();
-        let bytes = docx(&[("word/document.xml", &document(&body)), ("word/styles.xml", STYLES)]);
+        let bytes = docx(&[
+            ("word/document.xml", &document(&body)),
+            ("word/styles.xml", STYLES),
+        ]);
         let doc = load(&bytes, 1 << 20).unwrap();
         assert_eq!(doc.title, "Handbook");
-        assert_eq!(doc.text, "Handbook\n\nIntro & scope\n\nLeave\n\nSick leave\n\nCall in before 9.");
-        let paths: Vec<_> = doc.sections.iter().map(|s| s.heading_path.join("/")).collect();
+        assert_eq!(
+            doc.text,
+            "Handbook\n\nIntro & scope\n\nLeave\n\nSick leave\n\nCall in before 9."
+        );
+        let paths: Vec<_> = doc
+            .sections
+            .iter()
+            .map(|s| s.heading_path.join("/"))
+            .collect();
         assert_eq!(paths, ["Handbook", "Leave", "Leave/Sick leave"]);
         assert_eq!(doc.sections[2].level, 2);
-        assert_eq!(&doc.text[doc.sections[2].start..doc.sections[2].end], "Sick leave\n\nCall in before 9.");
+        assert_eq!(
+            &doc.text[doc.sections[2].start..doc.sections[2].end],
+            "Sick leave\n\nCall in before 9."
+        );
     }
 
     #[test]
@@ -601,7 +661,10 @@ mod tests {
             cell("25")
         );
         let body = [paragraph(None, "Before"), table, paragraph(None, "After")].concat();
-        let header = format!(r#"<w:hdr {W}>{}</w:hdr>"#, paragraph(None, "ACME confidential"));
+        let header = format!(
+            r#"<w:hdr {W}>{}</w:hdr>"#,
+            paragraph(None, "ACME confidential")
+        );
         let footer = format!(r#"<w:ftr {W}>{}</w:ftr>"#, paragraph(None, "Page"));
         let core = r#"<cp:coreProperties xmlns:cp="c" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Policy</dc:title><dc:creator>HR</dc:creator></cp:coreProperties>"#;
         let bytes = docx(&[
@@ -614,7 +677,10 @@ mod tests {
         assert_eq!(doc.text, "Before\n\nName | Days\n\nAnnual | 25\n\nAfter");
         assert_eq!(doc.title, "Policy");
         assert_eq!(doc.metadata["author"], "HR");
-        assert_eq!(doc.metadata["headers"], serde_json::json!(["ACME confidential"]));
+        assert_eq!(
+            doc.metadata["headers"],
+            serde_json::json!(["ACME confidential"])
+        );
         assert_eq!(doc.metadata["footers"], serde_json::json!(["Page"]));
     }
 
@@ -629,7 +695,11 @@ mod tests {
 
     #[test]
     fn without_styles_english_style_ids_still_make_headings() {
-        let body = [paragraph(Some("Heading2"), "Setup"), paragraph(None, "text")].concat();
+        let body = [
+            paragraph(Some("Heading2"), "Setup"),
+            paragraph(None, "text"),
+        ]
+        .concat();
         let doc = load(&docx(&[("word/document.xml", &document(&body))]), 1 << 20).unwrap();
         assert_eq!(doc.sections[0].heading_path, ["Setup"]);
         assert_eq!(doc.sections[0].level, 2);
@@ -665,7 +735,11 @@ mod tests {
 
     #[test]
     fn malformed_xml_is_a_clear_error() {
-        let err = load(&docx(&[("word/document.xml", "<w:document><w:body><w:p></w:body>")]), 1 << 20).unwrap_err();
+        let err = load(
+            &docx(&[("word/document.xml", "<w:document><w:body><w:p></w:body>")]),
+            1 << 20,
+        )
+        .unwrap_err();
         assert!(err.message.contains("malformed"), "{err}");
     }
 

@@ -18,30 +18,70 @@ use super::{Extracted, LoadError};
 
 /// Elements whose content is never text for a reader.
 const SKIPPED: &[&str] = &[
-    "script", "style", "noscript", "template", "head", "svg", "math", "iframe", "object",
-    "embed", "canvas", "select", "button", "input", "textarea",
+    "script", "style", "noscript", "template", "head", "svg", "math", "iframe", "object", "embed",
+    "canvas", "select", "button", "input", "textarea",
 ];
 
-/// Page furniture dropped when the whole body has to be used.
-const FURNITURE: &str =
-    "nav, header, footer, aside, script, style, noscript, template, form, [role=navigation], [aria-hidden=true]";
+/// Page furniture dropped before Readability looks at the page: site
+/// navigation, banners and footers are never the article, but on a short page
+/// Readability may keep them. A `<header>` inside the article can hold its
+/// title, so only the page's own header goes.
+const FURNITURE: &str = "nav, footer, body > header, [role=navigation], [role=banner], \
+     [role=contentinfo], script, style, noscript, template";
+
+/// Further furniture dropped when the whole body has to be used, without
+/// Readability's judgement of what is content.
+const BODY_FURNITURE: &str = "header, aside, form, [aria-hidden=true]";
 
 /// Elements that start and end a block of text.
 const BLOCKS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
-    "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form",
-    "header", "hgroup", "hr", "html", "legend", "li", "main", "menu", "nav", "ol", "p", "pre",
-    "section", "summary", "table", "tbody", "tfoot", "thead", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "body",
+    "caption",
+    "center",
+    "dd",
+    "details",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "header",
+    "hgroup",
+    "hr",
+    "html",
+    "legend",
+    "li",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "tfoot",
+    "thead",
+    "ul",
 ];
 
 pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
     let html = decode(bytes)?;
-    let page_title = {
-        let document = Document::from(html.as_str());
-        collapse_whitespace(&document.select("title").text())
-    };
+    let document = Document::from(html.as_str());
+    let page_title = collapse_whitespace(&document.select("title").text());
+    document.select(FURNITURE).remove();
 
-    let (content, article) = match readable_article(&html) {
+    let (content, article) = match readable_article(document) {
         Some(article) => {
             let content = blocks_of(&Document::from(article.content.as_ref()).root());
             (content, Some(article))
@@ -51,6 +91,7 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
     let (content, extractor) = if content.text.trim().is_empty() {
         let document = Document::from(html.as_str());
         document.select(FURNITURE).remove();
+        document.select(BODY_FURNITURE).remove();
         let root = document.body().unwrap_or_else(|| document.root());
         (blocks_of(&root), "body")
     } else {
@@ -132,9 +173,12 @@ fn meta_charset(bytes: &[u8]) -> Option<String> {
 /// Readability's article, or `None` when it finds no content. Readability is
 /// a heuristic over arbitrary markup; a panic inside it must cost only the
 /// article, not the load, so the body fallback still runs.
-fn readable_article(html: &str) -> Option<Article> {
+fn readable_article(document: Document) -> Option<Article> {
     catch_unwind(AssertUnwindSafe(|| {
-        Readability::new(html, None, None).ok()?.parse().ok()
+        Readability::with_document(document, None, None)
+            .ok()?
+            .parse()
+            .ok()
     }))
     .ok()
     .flatten()
@@ -211,7 +255,7 @@ fn blocks_of(root: &NodeRef) -> Blocks {
     let mut cell_depth = 0usize;
     let mut pre_depth = 0usize;
 
-    let mut stack = vec![Step::Enter(root.clone())];
+    let mut stack = vec![Step::Enter(*root)];
     while let Some(step) = stack.pop() {
         match step {
             Step::Enter(node) => {
@@ -409,15 +453,33 @@ mod tests {
             <footer>Copyright 2024 Example Corp. All rights reserved.</footer>
             </body></html>"#;
         let doc = load(html.as_bytes()).unwrap();
-        assert!(doc.text.contains("rewrites the storage engine"), "{}", doc.text);
+        assert!(
+            doc.text.contains("rewrites the storage engine"),
+            "{}",
+            doc.text
+        );
         assert!(doc.text.contains("Stop the server"), "{}", doc.text);
-        assert!(doc.text.contains("- Back up first.\n\n- Read the changelog."), "{}", doc.text);
+        assert!(
+            doc.text
+                .contains("- Back up first.\n\n- Read the changelog."),
+            "{}",
+            doc.text
+        );
         for furniture in ["Home", "tracking", "Copyright", "p{}"] {
-            assert!(!doc.text.contains(furniture), "{furniture} kept in {}", doc.text);
+            assert!(
+                !doc.text.contains(furniture),
+                "{furniture} kept in {}",
+                doc.text
+            );
         }
-        let upgrading = doc.sections.iter().find(|s| s.heading_path.ends_with(&["Upgrading".to_string()]));
+        let upgrading = doc
+            .sections
+            .iter()
+            .find(|s| s.heading_path.ends_with(&["Upgrading".to_string()]));
         let upgrading = upgrading.expect("an Upgrading section");
-        assert!(doc.text[upgrading.start..upgrading.end].starts_with("Upgrading\n\nStop the server"));
+        assert!(
+            doc.text[upgrading.start..upgrading.end].starts_with("Upgrading\n\nStop the server")
+        );
     }
 
     #[test]
@@ -443,7 +505,11 @@ mod tests {
             blocks.text,
             "A\n\none two\n\nB\n\nk | v\n\nx y | 1\n\nC\n\n3. c\n\nfn main() {\n    go();\n}"
         );
-        let paths: Vec<_> = blocks.sections.iter().map(|s| s.heading_path.join("/")).collect();
+        let paths: Vec<_> = blocks
+            .sections
+            .iter()
+            .map(|s| s.heading_path.join("/"))
+            .collect();
         assert_eq!(paths, ["A", "A/B", "C"]);
         assert_eq!(blocks.sections[1].start, blocks.text.find("B\n").unwrap());
         assert_eq!(blocks.sections[1].end, blocks.sections[2].start);
@@ -452,13 +518,17 @@ mod tests {
 
     #[test]
     fn the_declared_charset_is_honoured() {
-        let mut html = b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head>".to_vec();
+        let mut html =
+            b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head>".to_vec();
         html.extend_from_slice(b"<body><p>cr\xe8me br\xfbl\xe9e</p></body></html>");
         let doc = load(&html).unwrap();
         assert_eq!(doc.title, "Café");
         assert!(doc.text.contains("crème brûlée"), "{}", doc.text);
         assert_eq!(
-            meta_charset(b"<meta http-equiv='Content-Type' content='text/html; charset=ISO-8859-1'>").as_deref(),
+            meta_charset(
+                b"<meta http-equiv='Content-Type' content='text/html; charset=ISO-8859-1'>"
+            )
+            .as_deref(),
             Some("iso-8859-1")
         );
     }

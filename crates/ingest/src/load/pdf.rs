@@ -72,10 +72,12 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
     if text.is_empty() {
         return Err(LoadError::new(match first_failure {
             Some(why) => format!("corrupted PDF: no page could be read ({why})"),
-            None if shows_text => "PDF text cannot be extracted: its fonts have no Unicode mapping \
+            None if shows_text => {
+                "PDF text cannot be extracted: its fonts have no Unicode mapping \
                  (common in older CJK PDFs); convert it with a tool that can (e.g. pdftotext) \
                  and load the text"
-                .to_string(),
+                    .to_string()
+            }
             None => "PDF has no extractable text (probably scanned images); \
                      run OCR on it first (e.g. ocrmypdf), then load the result"
                 .to_string(),
@@ -188,7 +190,12 @@ fn with_rebuilt_xref(bytes: &[u8]) -> Option<Vec<u8>> {
         };
         out.extend_from_slice(entry.as_bytes());
     }
-    let mut trailer = format!("trailer\n<< /Size {} /Root {} {} R", max + 1, root.0, root.1);
+    let mut trailer = format!(
+        "trailer\n<< /Size {} /Root {} {} R",
+        max + 1,
+        root.0,
+        root.1
+    );
     for key in ["Info", "Encrypt"] {
         if let Some((number, generation)) = reference(format!("/{key}").as_bytes()) {
             trailer.push_str(&format!(" /{key} {number} {generation} R"));
@@ -223,7 +230,9 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
         let delimited = bytes
             .get(at + 3)
             .is_none_or(|b| b.is_ascii_whitespace() || b"<[(/%".contains(b));
-        let Some((number, generation, start)) = object_header_before(bytes, at).filter(|_| delimited) else {
+        let Some((number, generation, start)) =
+            object_header_before(bytes, at).filter(|_| delimited)
+        else {
             continue;
         };
         let body = &bytes[at + 3..];
@@ -234,18 +243,32 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
                 let mut data_start = keyword + b"stream".len();
                 if body[data_start..].starts_with(b"\r\n") {
                     data_start += 2;
-                } else if body[data_start..].starts_with(b"\n") || body[data_start..].starts_with(b"\r") {
+                } else if body[data_start..].starts_with(b"\n")
+                    || body[data_start..].starts_with(b"\r")
+                {
                     data_start += 1;
                 }
-                let Some(endstream) = find(&body[data_start..], b"endstream").map(|e| data_start + e) else {
+                let Some(endstream) =
+                    find(&body[data_start..], b"endstream").map(|e| data_start + e)
+                else {
                     break;
                 };
                 let data = &body[data_start..endstream];
-                let data_end = data_start + data.strip_suffix(b"\r\n").or_else(|| data.strip_suffix(b"\n")).or_else(|| data.strip_suffix(b"\r")).unwrap_or(data).len();
+                let data_end = data_start
+                    + data
+                        .strip_suffix(b"\r\n")
+                        .or_else(|| data.strip_suffix(b"\n"))
+                        .or_else(|| data.strip_suffix(b"\r"))
+                        .unwrap_or(data)
+                        .len();
                 let after = endstream + b"endstream".len();
-                let end = find(&body[after..], b"endobj").map_or(after, |e| after + e + b"endobj".len());
+                let end =
+                    find(&body[after..], b"endobj").map_or(after, |e| after + e + b"endobj".len());
                 let offset = at + 3 - start;
-                (end, Some((keyword + offset, data_start + offset, data_end + offset)))
+                (
+                    end,
+                    Some((keyword + offset, data_start + offset, data_end + offset)),
+                )
             }
             None => (endobj.map_or(body.len(), |e| e + b"endobj".len()), None),
         };
@@ -265,11 +288,18 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
 fn with_length(dictionary: &[u8], length: usize) -> Vec<u8> {
     let key = (0..dictionary.len()).find(|&i| {
         dictionary[i..].starts_with(b"/Length")
-            && dictionary.get(i + 7).is_none_or(|b| !b.is_ascii_alphanumeric())
+            && dictionary
+                .get(i + 7)
+                .is_none_or(|b| !b.is_ascii_alphanumeric())
     });
     let Some(key) = key else {
         let open = find(dictionary, b"<<").map_or(0, |o| o + 2);
-        return [&dictionary[..open], format!(" /Length {length} ").as_bytes(), &dictionary[open..]].concat();
+        return [
+            &dictionary[..open],
+            format!(" /Length {length} ").as_bytes(),
+            &dictionary[open..],
+        ]
+        .concat();
     };
     // The old value: a number, or an `N G R` reference.
     let value_start = key + 7;
@@ -295,7 +325,12 @@ fn with_length(dictionary: &[u8], length: usize) -> Vec<u8> {
             break;
         }
     }
-    [&dictionary[..value_start], format!(" {length}").as_bytes(), &dictionary[value_end..]].concat()
+    [
+        &dictionary[..value_start],
+        format!(" {length}").as_bytes(),
+        &dictionary[value_end..],
+    ]
+    .concat()
 }
 
 /// Reads `N G` backwards from just before an `obj` keyword at `at`: the
@@ -322,7 +357,10 @@ fn object_header_before(bytes: &[u8], at: usize) -> Option<(u32, u16, usize)> {
     if number_start > 0 && !bytes[number_start - 1].is_ascii_whitespace() {
         return None;
     }
-    let number = std::str::from_utf8(&bytes[number_start..number_end]).ok()?.parse().ok()?;
+    let number = std::str::from_utf8(&bytes[number_start..number_end])
+        .ok()?
+        .parse()
+        .ok()?;
     let generation = std::str::from_utf8(&bytes[generation_start..generation_end])
         .ok()?
         .parse()
@@ -333,13 +371,15 @@ fn object_header_before(bytes: &[u8], at: usize) -> Option<(u32, u16, usize)> {
 /// The `N G R` reference that follows `key` in a dictionary's text.
 fn reference_after(text: &[u8], key: &[u8]) -> Option<(u32, u16)> {
     let rest = &text[find(text, key)? + key.len()..];
-    let rest = std::str::from_utf8(&rest[..rest.len().min(64)]).unwrap_or_else(|e| {
-        std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default()
-    });
+    let rest = std::str::from_utf8(&rest[..rest.len().min(64)])
+        .unwrap_or_else(|e| std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default());
     let mut words = rest.split_ascii_whitespace();
     let number = words.next()?.parse().ok()?;
     let generation = words.next()?.parse().ok()?;
-    words.next()?.starts_with('R').then_some((number, generation))
+    words
+        .next()?
+        .starts_with('R')
+        .then_some((number, generation))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -359,12 +399,15 @@ fn has_damaged_content(document: &Document, page_id: ObjectId) -> bool {
         let Ok(stream) = document.get_object(id).and_then(Object::as_stream) else {
             return false;
         };
-        let only_flate = stream.filters().is_ok_and(|filters| filters == [b"FlateDecode".as_slice()]);
+        let only_flate = stream
+            .filters()
+            .is_ok_and(|filters| filters == [b"FlateDecode".as_slice()]);
         if !only_flate || stream.dict.has(b"DecodeParms") {
             return false;
         }
         let raw = stream.content.trim_ascii_end();
-        let (Some(expected), Ok(inflated)) = (raw.last_chunk::<4>(), stream.decompressed_content()) else {
+        let (Some(expected), Ok(inflated)) = (raw.last_chunk::<4>(), stream.decompressed_content())
+        else {
             return false;
         };
         adler32(&inflated) != u32::from_be_bytes(*expected)
@@ -431,7 +474,11 @@ fn prepare_page(document: &mut Document, page_id: ObjectId) -> bool {
             .operations
             .iter()
             .any(|op| matches!(op.operator.as_str(), "Tj" | "TJ" | "'" | "\""));
-        if !content.operations.iter().any(|op| matches!(op.operator.as_str(), "'" | "\"")) {
+        if !content
+            .operations
+            .iter()
+            .any(|op| matches!(op.operator.as_str(), "'" | "\""))
+        {
             return Some((shows_text, None));
         }
         let mut operations = Vec::with_capacity(content.operations.len());
@@ -527,7 +574,13 @@ mod tests {
     fn pdf_with_pages(pages: &[&str], title: Option<&str>) -> Document {
         let pages = pages
             .iter()
-            .map(|text| if text.is_empty() { Vec::new() } else { show(text) })
+            .map(|text| {
+                if text.is_empty() {
+                    Vec::new()
+                } else {
+                    show(text)
+                }
+            })
             .collect();
         pdf_with_operations(pages, title)
     }
@@ -586,23 +639,36 @@ mod tests {
 
     #[test]
     fn pages_keep_their_numbers_and_byte_ranges() {
-        let bytes = save(pdf_with_pages(&["Hello page one", "", "Third page"], Some("Zürich notes")));
+        let bytes = save(pdf_with_pages(
+            &["Hello page one", "", "Third page"],
+            Some("Zürich notes"),
+        ));
         let doc = load(&bytes).unwrap();
         assert_eq!(doc.title, "Zürich notes");
         assert_eq!(doc.metadata["author"], "Ada");
         assert_eq!(doc.metadata["page_count"], 3);
         let numbers: Vec<u32> = doc.pages.iter().map(|p| p.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
-        assert_eq!(&doc.text[doc.pages[0].start..doc.pages[0].end], "Hello page one");
-        assert_eq!(doc.pages[1].start, doc.pages[1].end, "the empty page has an empty range");
-        assert_eq!(&doc.text[doc.pages[2].start..doc.pages[2].end], "Third page");
+        assert_eq!(
+            &doc.text[doc.pages[0].start..doc.pages[0].end],
+            "Hello page one"
+        );
+        assert_eq!(
+            doc.pages[1].start, doc.pages[1].end,
+            "the empty page has an empty range"
+        );
+        assert_eq!(
+            &doc.text[doc.pages[2].start..doc.pages[2].end],
+            "Third page"
+        );
         assert_eq!(doc.text, "Hello page one\n\nThird page");
     }
 
     #[test]
     fn a_password_protected_pdf_is_refused_clearly() {
         let mut doc = pdf_with_pages(&["secret plans"], None);
-        doc.trailer.set("ID", vec![Object::string_literal("0123456789abcdef"); 2]);
+        doc.trailer
+            .set("ID", vec![Object::string_literal("0123456789abcdef"); 2]);
         let version = lopdf::EncryptionVersion::V2 {
             document: &doc,
             owner_password: "owner",
@@ -613,7 +679,11 @@ mod tests {
         let state = lopdf::EncryptionState::try_from(version).unwrap();
         doc.encrypt(&state).unwrap();
         let err = load(&save(doc)).unwrap_err();
-        assert!(err.message.starts_with("encrypted PDF (password-protected): not supported"), "{err}");
+        assert!(
+            err.message
+                .starts_with("encrypted PDF (password-protected): not supported"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -645,20 +715,31 @@ mod tests {
         let mut doc = pdf_with_pages(&["Hello ".repeat(40).as_str()], None);
         let page_id = doc.get_pages()[&1];
         let content_id = doc.get_page_contents(page_id)[0];
-        let stream = doc.get_object_mut(content_id).unwrap().as_stream_mut().unwrap();
+        let stream = doc
+            .get_object_mut(content_id)
+            .unwrap()
+            .as_stream_mut()
+            .unwrap();
         stream.compress().unwrap();
         assert!(stream.filters().is_ok(), "the content is compressed");
         let last = stream.content.len() - 1;
         stream.content[last] ^= 0xFF;
         let err = load(&save(doc)).unwrap_err();
-        assert!(err.message.starts_with("corrupted PDF: the content of page 1 is damaged"), "{err}");
+        assert!(
+            err.message
+                .starts_with("corrupted PDF: the content of page 1 is damaged"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_stream_lengths_are_repaired() {
         let bytes = save(pdf_with_pages(&["Long enough text"], None));
         let at = find(&bytes, b"/Length ").unwrap() + 8;
-        let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let digits = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         let broken = [&bytes[..at], b"3".as_slice(), &bytes[at + digits..]].concat();
         assert_eq!(load(&broken).unwrap().text, "Long enough text");
     }
@@ -672,7 +753,10 @@ mod tests {
     fn text_shown_with_quote_operators_is_kept() {
         let mut operations = show("first line");
         operations.insert(4, Operation::new("TL", vec![30.into()]));
-        operations.insert(5, Operation::new("'", vec![Object::string_literal("second line")]));
+        operations.insert(
+            5,
+            Operation::new("'", vec![Object::string_literal("second line")]),
+        );
         let spaced = vec![0.into(), 0.into(), Object::string_literal("third line")];
         operations.insert(6, Operation::new("\"", spaced));
         let doc = load(&save(pdf_with_operations(vec![operations], None))).unwrap();
@@ -682,8 +766,16 @@ mod tests {
     #[test]
     fn a_page_without_a_media_box_gets_one() {
         let mut doc = pdf_with_pages(&["Boxless"], None);
-        let pages_id = doc.catalog().unwrap().get(b"Pages").unwrap().as_reference().unwrap();
-        doc.get_dictionary_mut(pages_id).unwrap().remove(b"MediaBox");
+        let pages_id = doc
+            .catalog()
+            .unwrap()
+            .get(b"Pages")
+            .unwrap()
+            .as_reference()
+            .unwrap();
+        doc.get_dictionary_mut(pages_id)
+            .unwrap()
+            .remove(b"MediaBox");
         assert_eq!(load(&save(doc)).unwrap().text, "Boxless");
     }
 

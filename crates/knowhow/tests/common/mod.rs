@@ -1,0 +1,79 @@
+//! Helpers for tests that drive the real `knowhow` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch home directory plus a way to run the binary against it.
+pub struct Knowhow {
+    pub home: tempfile::TempDir,
+}
+
+impl Knowhow {
+    pub fn new() -> Knowhow {
+        Knowhow { home: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_knowhow"));
+        command.env("KNOWHOW_HOME", self.home.path()).env_remove("KNOWHOW_NAMESPACE").env_remove("KNOWHOW_COLLECTION");
+        command
+    }
+
+    /// Runs with the given arguments and returns the output, whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs, requires success, and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "knowhow {args:?} failed: {}\n{}", stderr(&out), stdout(&out));
+        stdout(&out)
+    }
+
+    /// Runs with `--json`, requires success, and parses the one JSON value.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Runs `ingest --json` and returns every JSON line (files, then summary).
+    pub fn ingest(&self, args: &[&str]) -> (Vec<serde_json::Value>, Output) {
+        let mut all = vec!["--json", "ingest"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let lines = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (lines, out)
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `../shared/data` next to the repository, or `KNOWHOW_DATA`. `None` (with a
+/// message saying the test is skipped) when absent.
+pub fn shared_data(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("KNOWHOW_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    if path.is_dir() {
+        Some(path.canonicalize().unwrap())
+    } else {
+        eprintln!("SKIPPED {test}: shared data folder {} is absent (set KNOWHOW_DATA)", path.display());
+        None
+    }
+}
+
+/// Writes a file, creating its folder.
+pub fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
