@@ -190,7 +190,15 @@ mod tests {
         let doc = |title: &str, text: &str, key: &str| {
             let mut metadata = Metadata::new();
             metadata.insert(key.into(), serde_json::json!(1));
-            Document::new("id".into(), "src".into(), title.into(), text.into(), vec![], vec![], metadata)
+            Document::new(
+                "id".into(),
+                "src".into(),
+                title.into(),
+                text.into(),
+                vec![],
+                vec![],
+                metadata,
+            )
         };
         let base = doc("t", "body", "k");
         assert_eq!(base.hash, doc("t", "body", "k").hash);

@@ -19,7 +19,11 @@ pub struct Dataset {
 pub fn load(dir: &Path, split: &str) -> Result<Dataset, String> {
     let corpus = dir.join("corpus.jsonl");
     if !corpus.is_file() {
-        return Err(format!("{}: not found (is {} a BEIR folder?)", corpus.display(), dir.display()));
+        return Err(format!(
+            "{}: not found (is {} a BEIR folder?)",
+            corpus.display(),
+            dir.display()
+        ));
     }
     let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
     let qrels = read_qrels(&qrels_path)?;
@@ -54,7 +58,10 @@ fn read_qrels(path: &Path) -> Result<Qrels, String> {
             .trim()
             .parse()
             .map_err(|_| format!("{}:{}: score {score:?} is not an integer", path.display(), i + 1))?;
-        qrels.entry(query.to_string()).or_default().insert(doc.to_string(), score);
+        qrels
+            .entry(query.to_string())
+            .or_default()
+            .insert(doc.to_string(), score);
     }
     Ok(qrels)
 }
@@ -69,7 +76,11 @@ fn read_queries(path: &Path) -> Result<HashMap<String, String>, String> {
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
         let (Some(id), Some(text)) = (value["_id"].as_str(), value["text"].as_str()) else {
-            return Err(format!("{}:{}: needs string fields _id and text", path.display(), i + 1));
+            return Err(format!(
+                "{}:{}: needs string fields _id and text",
+                path.display(),
+                i + 1
+            ));
         };
         queries.insert(id.to_string(), text.to_string());
     }
@@ -84,7 +95,11 @@ mod tests {
     fn a_beir_folder_loads_only_the_judged_queries_and_reports_bad_lines() {
         let dir = tempfile_dir();
         std::fs::write(dir.join("corpus.jsonl"), "{}\n").unwrap();
-        std::fs::write(dir.join("queries.jsonl"), "{\"_id\":\"1\",\"text\":\"q one\"}\n{\"_id\":\"2\",\"text\":\"q two\"}\n").unwrap();
+        std::fs::write(
+            dir.join("queries.jsonl"),
+            "{\"_id\":\"1\",\"text\":\"q one\"}\n{\"_id\":\"2\",\"text\":\"q two\"}\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(dir.join("qrels")).unwrap();
         std::fs::write(dir.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\n2\td9\t1\n").unwrap();
         let data = load(&dir, "test").unwrap();

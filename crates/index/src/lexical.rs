@@ -216,7 +216,11 @@ impl LexicalIndex {
             .map(|(term, count)| {
                 let term = Term::from_field_text(self.fields.text, &term);
                 let query: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
-                let query: Box<dyn Query> = if count > 1 { Box::new(BoostQuery::new(query, count as f32)) } else { query };
+                let query: Box<dyn Query> = if count > 1 {
+                    Box::new(BoostQuery::new(query, count as f32))
+                } else {
+                    query
+                };
                 (Occur::Should, query)
             })
             .collect();
@@ -277,7 +281,11 @@ impl LexicalIndex {
                 score,
                 title: text_of(f.title),
                 source: text_of(f.source),
-                heading_path: if heading.is_empty() { Vec::new() } else { heading.split('\u{1f}').map(String::from).collect() },
+                heading_path: if heading.is_empty() {
+                    Vec::new()
+                } else {
+                    heading.split('\u{1f}').map(String::from).collect()
+                },
                 pages: parse_pages(&text_of(f.pages)),
                 snippet: Snippet {
                     text: snippet.fragment().to_string(),

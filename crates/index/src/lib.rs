@@ -180,7 +180,11 @@ impl Home {
             Ok(db) => {
                 let txn = db.begin_read()?;
                 let next = txn.open_table(store::META)?.get("next_seq")?.map_or(1, |v| v.value());
-                let indexed = LexicalIndex::open(&lexical_dir).ok().map(|l| l.committed_seq()).transpose()?.flatten();
+                let indexed = LexicalIndex::open(&lexical_dir)
+                    .ok()
+                    .map(|l| l.committed_seq())
+                    .transpose()?
+                    .flatten();
                 indexed != Some(next - 1)
             }
             Err(Error::Busy(_)) => false,
@@ -205,7 +209,10 @@ impl Home {
             return Err(Error::NoSuchCollection(c.clone()));
         }
         let db = self.open_read_only(c)?;
-        Ok(Catalog { db, dir: self.collection_dir(c) })
+        Ok(Catalog {
+            db,
+            dir: self.collection_dir(c),
+        })
     }
 
     /// Opens the store read-only. A store left unclean by a crash needs a
@@ -333,7 +340,11 @@ impl Writer {
                 }
                 record.document_ids.push(doc.id.clone());
             }
-            for gone in previous.document_ids.iter().filter(|id| !record.document_ids.contains(id)) {
+            for gone in previous
+                .document_ids
+                .iter()
+                .filter(|id| !record.document_ids.contains(id))
+            {
                 if batch.remove_document(gone)? {
                     applied.removed += 1;
                 }
@@ -413,7 +424,8 @@ impl Writer {
                 for id in ids {
                     self.lexical.delete_document(&self.index_writer, &id);
                     if let Some((stored, chunks)) = store::read_document(&self.db, &id)? {
-                        self.lexical.add_document(&self.index_writer, &stored.document, &chunks)?;
+                        self.lexical
+                            .add_document(&self.index_writer, &stored.document, &chunks)?;
                     }
                 }
             }
@@ -421,7 +433,8 @@ impl Writer {
                 self.index_writer.delete_all_documents()?;
                 for stored in store::list_documents(&self.db)? {
                     if let Some((stored, chunks)) = store::read_document(&self.db, &stored.document.id)? {
-                        self.lexical.add_document(&self.index_writer, &stored.document, &chunks)?;
+                        self.lexical
+                            .add_document(&self.index_writer, &stored.document, &chunks)?;
                     }
                 }
             }
@@ -516,18 +529,25 @@ impl Catalog {
             report.documents += 1;
             stored_ids.insert(doc.id.clone());
             let Some((_, chunks)) = self.document(&doc.id)? else {
-                report.problems.push(format!("document {} vanished during the check", doc.id));
+                report
+                    .problems
+                    .push(format!("document {} vanished during the check", doc.id));
                 continue;
             };
             report.chunks += chunks.len() as u64;
             if chunks.len() != stored.chunk_count as usize {
-                report
-                    .problems
-                    .push(format!("document {} has {} of its {} chunks", doc.id, chunks.len(), stored.chunk_count));
+                report.problems.push(format!(
+                    "document {} has {} of its {} chunks",
+                    doc.id,
+                    chunks.len(),
+                    stored.chunk_count
+                ));
             }
             for (i, chunk) in chunks.iter().enumerate() {
                 if chunk.ordinal as usize != i || doc.text.get(chunk.start..chunk.end) != Some(chunk.text.as_str()) {
-                    report.problems.push(format!("document {} chunk {} does not match its text span", doc.id, i));
+                    report
+                        .problems
+                        .push(format!("document {} chunk {} does not match its text span", doc.id, i));
                 }
             }
             let in_index = indexed.get(&doc.id).copied().unwrap_or(0);
@@ -540,7 +560,9 @@ impl Catalog {
         }
         for (id, count) in &indexed {
             if !stored_ids.contains(id) {
-                report.problems.push(format!("lexical index holds {count} chunks of unknown document {id}"));
+                report
+                    .problems
+                    .push(format!("lexical index holds {count} chunks of unknown document {id}"));
             }
         }
         Ok(report)

@@ -142,7 +142,9 @@ impl Batch {
     }
 
     pub(crate) fn put_source(&mut self, source: &str, record: &SourceRecord) -> Result<(), Error> {
-        self.txn.open_table(SOURCES)?.insert(source, encode(record).as_slice())?;
+        self.txn
+            .open_table(SOURCES)?
+            .insert(source, encode(record).as_slice())?;
         Ok(())
     }
 

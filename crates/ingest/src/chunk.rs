@@ -101,11 +101,7 @@ struct Atom {
 
 /// Cuts `doc` into chunks no larger than `options.max_tokens` as measured by
 /// `count_tokens`.
-pub fn chunk_document(
-    doc: &Document,
-    options: ChunkOptions,
-    count_tokens: &dyn Fn(&str) -> usize,
-) -> Vec<Chunk> {
+pub fn chunk_document(doc: &Document, options: ChunkOptions, count_tokens: &dyn Fn(&str) -> usize) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut chars = CharOffsets::new(&doc.text);
     for region in regions(doc) {
@@ -157,7 +153,10 @@ fn atoms(text: &str, region: Range<usize>, max_tokens: usize, count_tokens: &dyn
     for paragraph in paragraphs(text, region) {
         let mut before = Boundary::Paragraph;
         for (offset, sentence) in text[paragraph.clone()].split_sentence_bound_indices() {
-            let Some(span) = trim(text, paragraph.start + offset..paragraph.start + offset + sentence.len()) else {
+            let Some(span) = trim(
+                text,
+                paragraph.start + offset..paragraph.start + offset + sentence.len(),
+            ) else {
                 continue;
             };
             let tokens = count_tokens(&text[span.clone()]);
@@ -346,7 +345,10 @@ fn heading_path_at(doc: &Document, offset: usize) -> Vec<String> {
 }
 
 fn page_range(doc: &Document, span: &Range<usize>) -> Option<(u32, u32)> {
-    let mut touched = doc.pages.iter().filter(|p| p.start < span.end && span.start < p.end.max(p.start + 1));
+    let mut touched = doc
+        .pages
+        .iter()
+        .filter(|p| p.start < span.end && span.start < p.end.max(p.start + 1));
     let first = touched.next()?.number;
     let last = touched.last().map_or(first, |p| p.number);
     Some((first, last))
@@ -385,7 +387,15 @@ mod tests {
     use crate::load::{Format, LoadOptions};
 
     fn doc(text: &str, sections: Vec<Section>, pages: Vec<Page>) -> Document {
-        Document::new("d".into(), "s".into(), "t".into(), text.into(), sections, pages, Metadata::new())
+        Document::new(
+            "d".into(),
+            "s".into(),
+            "t".into(),
+            text.into(),
+            sections,
+            pages,
+            Metadata::new(),
+        )
     }
 
     fn words(n: usize, word: &str) -> String {
@@ -415,28 +425,58 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].text, "Déjà vu. Second sentence.");
         assert_eq!((chunks[0].start, chunks[0].char_start), (2, 2));
-        assert_eq!(chunks[0].char_end, chunks[0].char_start + chunks[0].text.chars().count());
+        assert_eq!(
+            chunks[0].char_end,
+            chunks[0].char_start + chunks[0].text.chars().count()
+        );
     }
 
     #[test]
     fn chunks_never_span_sections_and_carry_their_heading_path() {
         let text = "# A\nalpha text.\n# B\nbeta text.\n";
         let sections = vec![
-            Section { heading_path: vec!["A".into()], level: 1, start: 0, end: 16 },
-            Section { heading_path: vec!["B".into()], level: 1, start: 16, end: text.len() },
+            Section {
+                heading_path: vec!["A".into()],
+                level: 1,
+                start: 0,
+                end: 16,
+            },
+            Section {
+                heading_path: vec!["B".into()],
+                level: 1,
+                start: 16,
+                end: text.len(),
+            },
         ];
         let chunks = chunk_document(&doc(text, sections, vec![]), ChunkOptions::default(), &estimate_tokens);
-        let got: Vec<(&str, Vec<String>)> = chunks.iter().map(|c| (c.text.as_str(), c.heading_path.clone())).collect();
-        assert_eq!(got, vec![("# A\nalpha text.", vec!["A".to_string()]), ("# B\nbeta text.", vec!["B".to_string()])]);
+        let got: Vec<(&str, Vec<String>)> = chunks
+            .iter()
+            .map(|c| (c.text.as_str(), c.heading_path.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("# A\nalpha text.", vec!["A".to_string()]),
+                ("# B\nbeta text.", vec!["B".to_string()])
+            ]
+        );
     }
 
     #[test]
     fn chunks_end_at_paragraph_breaks_when_one_is_close() {
         // Two paragraphs of ~100 tokens each and a limit of 150: the first chunk
         // must end at the paragraph break, not mid-paragraph.
-        let para = |w: &str| (0..10).map(|_| format!("{}.", words(10, w))).collect::<Vec<_>>().join(" ");
+        let para = |w: &str| {
+            (0..10)
+                .map(|_| format!("{}.", words(10, w)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let text = format!("{}\n\n{}", para("aaaa"), para("bbbb"));
-        let options = ChunkOptions { max_tokens: 150, overlap_tokens: 0 };
+        let options = ChunkOptions {
+            max_tokens: 150,
+            overlap_tokens: 0,
+        };
         let chunks = chunk_document(&doc(&text, vec![], vec![]), options, &estimate_tokens);
         assert_eq!(chunks.len(), 2);
         assert!(!chunks[0].text.contains("bbbb"));
@@ -445,8 +485,14 @@ mod tests {
 
     #[test]
     fn consecutive_chunks_overlap_by_whole_sentences_within_the_budget() {
-        let text = (0..60).map(|i| format!("Sentence number{i} here.")).collect::<Vec<_>>().join(" ");
-        let options = ChunkOptions { max_tokens: 128, overlap_tokens: 32 };
+        let text = (0..60)
+            .map(|i| format!("Sentence number{i} here."))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let options = ChunkOptions {
+            max_tokens: 128,
+            overlap_tokens: 32,
+        };
         let chunks = chunk_document(&doc(&text, vec![], vec![]), options, &estimate_tokens);
         assert!(chunks.len() > 2);
         for pair in chunks.windows(2) {
@@ -463,13 +509,27 @@ mod tests {
         let page2 = words(100, "second.");
         let text = format!("{page1}\n\n{page2}");
         let pages = vec![
-            Page { number: 1, start: 0, end: page1.len() },
-            Page { number: 2, start: page1.len() + 2, end: text.len() },
+            Page {
+                number: 1,
+                start: 0,
+                end: page1.len(),
+            },
+            Page {
+                number: 2,
+                start: page1.len() + 2,
+                end: text.len(),
+            },
         ];
-        let options = ChunkOptions { max_tokens: 600, overlap_tokens: 0 };
+        let options = ChunkOptions {
+            max_tokens: 600,
+            overlap_tokens: 0,
+        };
         let one = chunk_document(&doc(&text, vec![], pages.clone()), options, &estimate_tokens);
         assert_eq!(one[0].pages, Some((1, 2)));
-        let options = ChunkOptions { max_tokens: 200, overlap_tokens: 0 };
+        let options = ChunkOptions {
+            max_tokens: 200,
+            overlap_tokens: 0,
+        };
         let two = chunk_document(&doc(&text, vec![], pages), options, &estimate_tokens);
         assert_eq!(two.first().unwrap().pages, Some((1, 1)));
         assert_eq!(two.last().unwrap().pages, Some((2, 2)));

@@ -70,7 +70,9 @@ pub fn walk(roots: &[PathBuf], options: &WalkOptions) -> Result<Found, String> {
         let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
         let mut overrides = OverrideBuilder::new(&root);
         for glob in &options.globs {
-            overrides.add(glob).map_err(|e| format!("invalid --glob {glob:?}: {e}"))?;
+            overrides
+                .add(glob)
+                .map_err(|e| format!("invalid --glob {glob:?}: {e}"))?;
         }
         let overrides = overrides.build().map_err(|e| e.to_string())?;
         if root.is_file() {
@@ -164,7 +166,10 @@ mod tests {
         write(&root, "g.log.txt", b"g");
         write(&root, "h.png", b"h");
         write(&root, "big.txt", &[b'x'; 2000]);
-        let options = WalkOptions { globs: vec![], max_file_bytes: 1000 };
+        let options = WalkOptions {
+            globs: vec![],
+            max_file_bytes: 1000,
+        };
         let found = walk(&[root.clone()], &options).unwrap();
         assert_eq!(names(&found, &root), ["a.md", "sub/b.txt", "sub/deep/c.jsonl"]);
         let skipped: Vec<(String, &SkipReason)> = found
@@ -173,7 +178,13 @@ mod tests {
             .map(|s| (s.path.file_name().unwrap().to_string_lossy().into_owned(), &s.reason))
             .collect();
         assert!(skipped.contains(&("h.png".into(), &SkipReason::UnsupportedType)));
-        assert!(skipped.contains(&("big.txt".into(), &SkipReason::TooLarge { bytes: 2000, limit: 1000 })));
+        assert!(skipped.contains(&(
+            "big.txt".into(),
+            &SkipReason::TooLarge {
+                bytes: 2000,
+                limit: 1000
+            }
+        )));
     }
 
     #[test]
@@ -184,7 +195,10 @@ mod tests {
         write(&root, "b.txt", b"b");
         write(&root, "notes/c.md", b"c");
         write(&root, ".secret.md", b"s");
-        let options = WalkOptions { globs: vec!["*.md".into(), "!notes/**".into()], ..WalkOptions::default() };
+        let options = WalkOptions {
+            globs: vec!["*.md".into(), "!notes/**".into()],
+            ..WalkOptions::default()
+        };
         assert_eq!(names(&walk(&[root.clone()], &options).unwrap(), &root), ["a.md"]);
         let explicit = walk(&[root.join(".secret.md")], &WalkOptions::default()).unwrap();
         assert_eq!(names(&explicit, &root), [".secret.md"]);

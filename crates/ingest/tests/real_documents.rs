@@ -59,24 +59,13 @@ fn assert_spans_are_sound(name: &str, doc: &Document) {
             "{name}: bad section"
         );
         assert!(doc.text.is_char_boundary(section.start) && doc.text.is_char_boundary(section.end));
-        assert!(
-            (1..=9).contains(&section.level),
-            "{name}: level {}",
-            section.level
-        );
-        assert!(
-            !section.heading_path.is_empty(),
-            "{name}: empty heading path"
-        );
+        assert!((1..=9).contains(&section.level), "{name}: level {}", section.level);
+        assert!(!section.heading_path.is_empty(), "{name}: empty heading path");
         previous_end = section.end;
     }
     let mut previous_end = 0;
     for (i, page) in doc.pages.iter().enumerate() {
-        assert_eq!(
-            page.number as usize,
-            i + 1,
-            "{name}: pages numbered out of order"
-        );
+        assert_eq!(page.number as usize, i + 1, "{name}: pages numbered out of order");
         assert!(page.start >= previous_end && page.start <= page.end && page.end <= doc.text.len());
         assert!(doc.text.is_char_boundary(page.start) && doc.text.is_char_boundary(page.end));
         previous_end = page.end;
@@ -86,10 +75,7 @@ fn assert_spans_are_sound(name: &str, doc: &Document) {
 /// Lower-cased alphanumeric words and how often each occurs.
 fn word_counts(text: &str) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         *counts.entry(word.to_lowercase()).or_insert(0) += 1;
     }
     counts
@@ -104,10 +90,7 @@ fn recall_precision(expected: &str, got: &str) -> (f64, f64) {
         .map(|(word, n)| (*n).min(expected.get(word).copied().unwrap_or(0)))
         .sum();
     let total = |counts: &HashMap<String, usize>| counts.values().sum::<usize>().max(1) as f64;
-    (
-        overlap as f64 / total(&expected),
-        overlap as f64 / total(&got),
-    )
+    (overlap as f64 / total(&expected), overlap as f64 / total(&got))
 }
 
 #[test]
@@ -124,12 +107,9 @@ fn html_keeps_the_main_content_of_real_pages() {
     let mut failures = Vec::new();
     for page in &pages {
         let name = page.file_name().unwrap().to_string_lossy();
-        let doc =
-            load(Format::Html, &page.join("source.html")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let doc = load(Format::Html, &page.join("source.html")).unwrap_or_else(|e| panic!("{name}: {e}"));
         let expected_html = std::fs::read_to_string(page.join("expected.html")).unwrap();
-        let expected = dom_query::Document::from(expected_html.as_str())
-            .root()
-            .text();
+        let expected = dom_query::Document::from(expected_html.as_str()).root().text();
         let (recall, precision) = recall_precision(&expected, &doc.text);
         eprintln!(
             "html {name:<10} recall {recall:.3} precision {precision:.3} title {:?}",
@@ -138,15 +118,10 @@ fn html_keeps_the_main_content_of_real_pages() {
         assert_spans_are_sound(&name, &doc);
         assert!(!doc.title.is_empty(), "{name}: no title");
         if recall < 0.90 || precision < 0.80 {
-            failures.push(format!(
-                "{name}: recall {recall:.3}, precision {precision:.3}"
-            ));
+            failures.push(format!("{name}: recall {recall:.3}, precision {precision:.3}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "below recall 0.90 / precision 0.80: {failures:?}"
-    );
+    assert!(failures.is_empty(), "below recall 0.90 / precision 0.80: {failures:?}");
 }
 
 #[test]
@@ -197,11 +172,7 @@ fn japanese_pdf_yields_japanese_text_or_says_why_not() {
                 .chars()
                 .filter(|c| matches!(*c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
                 .count();
-            assert!(
-                japanese > 100,
-                "only {japanese} Japanese characters in {:?}",
-                doc.text
-            );
+            assert!(japanese > 100, "only {japanese} Japanese characters in {:?}", doc.text);
         }
         Err(message) => assert!(message.contains("no Unicode mapping"), "{message}"),
     }
@@ -211,14 +182,10 @@ fn japanese_pdf_yields_japanese_text_or_says_why_not() {
 fn docx_body_has_text(path: &Path) -> bool {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut xml = String::new();
-    std::io::Read::read_to_string(&mut archive.by_name("word/document.xml").unwrap(), &mut xml)
-        .unwrap();
+    std::io::Read::read_to_string(&mut archive.by_name("word/document.xml").unwrap(), &mut xml).unwrap();
     xml.split("<w:t").skip(1).any(|run| {
         let run = run.split("</w:t>").next().unwrap_or_default();
-        run.starts_with([' ', '>'])
-            && run
-                .split_once('>')
-                .is_some_and(|(_, text)| !text.trim().is_empty())
+        run.starts_with([' ', '>']) && run.split_once('>').is_some_and(|(_, text)| !text.trim().is_empty())
     })
 }
 
@@ -245,10 +212,7 @@ fn docx_documents_load_with_structure() {
             doc.title
         );
         assert!(!doc.text.trim().is_empty(), "{name}: no text");
-        assert!(
-            !doc.text.contains("\n\n\n"),
-            "{name}: empty paragraphs kept"
-        );
+        assert!(!doc.text.contains("\n\n\n"), "{name}: empty paragraphs kept");
         assert_spans_are_sound(&name, &doc);
         // The documents whose body uses heading styles.
         if ["par-known-paragraphs.docx", "test.docx"].contains(&name.as_str()) {
@@ -274,10 +238,7 @@ fn docx_tables_keep_their_place_in_the_text() {
             "Donec semper facilisis metus finibus malesuada.",
         ]
     );
-    assert_eq!(
-        doc.metadata["headers"],
-        serde_json::json!(["Left-side | Right-side"])
-    );
+    assert_eq!(doc.metadata["headers"], serde_json::json!(["Left-side | Right-side"]));
 }
 
 #[test]
@@ -297,10 +258,7 @@ fn docx_headers_and_footers_go_to_metadata_not_text() {
         headers.iter().any(|h| h.contains("Header for section-1")),
         "{headers:?}"
     );
-    assert!(
-        footers.iter().any(|f| f.contains("Footer for section")),
-        "{footers:?}"
-    );
+    assert!(footers.iter().any(|f| f.contains("Footer for section")), "{footers:?}");
     for furniture in headers.iter().chain(&footers) {
         assert!(
             !doc.text.contains(furniture.as_str()),

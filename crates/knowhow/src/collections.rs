@@ -31,10 +31,17 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let namespace = &context.collection.namespace;
     match command {
         Command::List { all } => {
-            let collections: Vec<CollectionRef> =
-                context.home.list()?.into_iter().filter(|c| all || &c.namespace == namespace).collect();
+            let collections: Vec<CollectionRef> = context
+                .home
+                .list()?
+                .into_iter()
+                .filter(|c| all || &c.namespace == namespace)
+                .collect();
             if context.json {
-                let rows: Vec<_> = collections.iter().map(|c| json!({"namespace": c.namespace, "collection": c.collection})).collect();
+                let rows: Vec<_> = collections
+                    .iter()
+                    .map(|c| json!({"namespace": c.namespace, "collection": c.collection}))
+                    .collect();
                 output::json_line(&json!({"collections": rows}));
             } else {
                 for c in &collections {

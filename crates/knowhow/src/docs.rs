@@ -55,7 +55,10 @@ fn list(context: &Context) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for s in &documents {
-        println!("{}  {:>4} chunks  {}  ({})", s.document.id, s.chunk_count, s.document.title, s.document.source);
+        println!(
+            "{}  {:>4} chunks  {}  ({})",
+            s.document.id, s.chunk_count, s.document.title, s.document.source
+        );
     }
     println!("{} documents in {}", documents.len(), context.collection);
     Ok(ExitCode::SUCCESS)
@@ -66,7 +69,9 @@ fn resolve(catalog: &Catalog, key: &str) -> anyhow::Result<Option<String>> {
     if catalog.document(key)?.is_some() {
         return Ok(Some(key.to_string()));
     }
-    let absolute = std::fs::canonicalize(key).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let absolute = std::fs::canonicalize(key)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let ids: Vec<String> = catalog
         .sources()?
         .into_iter()
@@ -105,15 +110,31 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}\n  id: {}\n  source: {}\n  hash: {}", doc.title, doc.id, doc.source, doc.hash);
-    println!("  {} characters, {} sections, {} pages, {} chunks", doc.text.chars().count(), doc.sections.len(), doc.pages.len(), chunks.len());
+    println!(
+        "{}\n  id: {}\n  source: {}\n  hash: {}",
+        doc.title, doc.id, doc.source, doc.hash
+    );
+    println!(
+        "  {} characters, {} sections, {} pages, {} chunks",
+        doc.text.chars().count(),
+        doc.sections.len(),
+        doc.pages.len(),
+        chunks.len()
+    );
     for (key, value) in &doc.metadata {
         println!("  {key}: {value}");
     }
     for c in &chunks {
-        let heading = if c.heading_path.is_empty() { String::new() } else { format!("  {}", c.heading_path.join(" › ")) };
+        let heading = if c.heading_path.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", c.heading_path.join(" › "))
+        };
         let pages = c.pages.map(|(a, b)| format!("  pp. {a}-{b}")).unwrap_or_default();
-        println!("  chunk {}: chars {}..{}, {} tokens{heading}{pages}", c.ordinal, c.char_start, c.char_end, c.tokens);
+        println!(
+            "  chunk {}: chars {}..{}, {} tokens{heading}{pages}",
+            c.ordinal, c.char_start, c.char_end, c.tokens
+        );
         if with_chunks {
             println!("{}\n", c.text);
         }
@@ -124,7 +145,9 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
 fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitCode> {
     let ids: Vec<(String, Option<String>)> = {
         let catalog = context.home.open_catalog(&context.collection)?;
-        keys.iter().map(|k| Ok((k.clone(), resolve(&catalog, k)?))).collect::<anyhow::Result<_>>()?
+        keys.iter()
+            .map(|k| Ok((k.clone(), resolve(&catalog, k)?)))
+            .collect::<anyhow::Result<_>>()?
     };
     let mut writer = context.home.open_writer(&context.collection, false)?;
     let mut missing = 0;
@@ -143,7 +166,11 @@ fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitCode> {
         }
     }
     writer.finish()?;
-    Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn check(context: &Context) -> anyhow::Result<ExitCode> {
@@ -153,7 +180,10 @@ fn check(context: &Context) -> anyhow::Result<ExitCode> {
     if context.json {
         output::json_line(&serde_json::to_value(&report)?);
     } else {
-        println!("{}: {} documents, {} chunks", context.collection, report.documents, report.chunks);
+        println!(
+            "{}: {} documents, {} chunks",
+            context.collection, report.documents, report.chunks
+        );
         for problem in &report.problems {
             println!("  problem: {problem}");
         }
@@ -161,5 +191,9 @@ fn check(context: &Context) -> anyhow::Result<ExitCode> {
             println!("store and lexical index agree");
         }
     }
-    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

@@ -34,17 +34,29 @@ pub enum Command {
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Beir { dir, mode, split, timings } = command;
+    let Command::Beir {
+        dir,
+        mode,
+        split,
+        timings,
+    } = command;
     let Mode::Lexical = mode;
     let dataset = beir::load(&dir, &split).map_err(anyhow::Error::msg)?;
     let name = dir
         .canonicalize()
         .with_context(|| dir.display().to_string())?
         .file_name()
-        .map(|n| n.to_string_lossy().replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_"))
+        .map(|n| {
+            n.to_string_lossy()
+                .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_")
+        })
         .unwrap_or_else(|| "dataset".into());
     let collection = CollectionRef::new("beir", &name)?;
-    let beir_context = Context { home: context.home.clone(), collection: collection.clone(), json: context.json };
+    let beir_context = Context {
+        home: context.home.clone(),
+        collection: collection.clone(),
+        json: context.json,
+    };
 
     let started = Instant::now();
     let args = ingest::Args {
@@ -59,7 +71,10 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     };
     let summary = ingest::ingest(&beir_context, &args, false)?;
     if let Some(failure) = summary.failures.first() {
-        anyhow::bail!("{} rows of the corpus failed to load, first: {failure}", summary.failures.len());
+        anyhow::bail!(
+            "{} rows of the corpus failed to load, first: {failure}",
+            summary.failures.len()
+        );
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
 
@@ -88,7 +103,12 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
         }
         output::json_line(&value);
     } else {
-        println!("{} ({} split, {} queries, mode lexical)", dir.display(), split, scores.queries);
+        println!(
+            "{} ({} split, {} queries, mode lexical)",
+            dir.display(),
+            split,
+            scores.queries
+        );
         println!("  nDCG@10    {:.4}", scores.ndcg_at_10);
         println!("  Recall@100 {:.4}", scores.recall_at_100);
         println!("  MRR@10     {:.4}", scores.mrr_at_10);

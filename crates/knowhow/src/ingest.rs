@@ -71,20 +71,24 @@ pub struct Summary {
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let summary = ingest(context, &args, context.json)?;
     report(context, &summary);
-    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Ingests `args.paths` into the context's collection. With `events`, one
 /// JSON line per file goes to stdout as each batch commits.
 pub fn ingest(context: &Context, args: &Args, events: bool) -> anyhow::Result<Summary> {
     let chunk_options = ChunkOptions::new(args.chunk_tokens, args.chunk_overlap).map_err(anyhow::Error::msg)?;
-    let encoding = match &args.encoding {
-        Some(label) => Some(
-            encoding_rs::Encoding::for_label(label.as_bytes())
-                .with_context(|| format!("unknown --encoding {label:?} (try utf-8, windows-1252, shift_jis, utf-16le)"))?,
-        ),
-        None => None,
-    };
+    let encoding =
+        match &args.encoding {
+            Some(label) => Some(encoding_rs::Encoding::for_label(label.as_bytes()).with_context(|| {
+                format!("unknown --encoding {label:?} (try utf-8, windows-1252, shift_jis, utf-16le)")
+            })?),
+            None => None,
+        };
     let load_options = LoadOptions {
         encoding,
         row_fields: RowFields {
@@ -105,20 +109,31 @@ pub fn ingest(context: &Context, args: &Args, events: bool) -> anyhow::Result<Su
         if !matches!(skipped.reason, SkipReason::UnsupportedType) && !events {
             eprintln!("skipped {path}: {}", skipped.reason);
         }
-        summary.skipped.push(json!({"path": path, "reason": skipped.reason.to_string()}));
+        summary
+            .skipped
+            .push(json!({"path": path, "reason": skipped.reason.to_string()}));
     }
 
     let mut writer = context.home.open_writer(&context.collection, true)?;
     let settings = settings_fingerprint(args, chunk_options);
     let bar = output::progress(found.files.len() as u64, context.json, "ingesting");
     for batch in batches(&found.files) {
-        let previous: Vec<Option<SourceRecord>> =
-            batch.iter().map(|(path, _)| writer.source(&path.to_string_lossy())).collect::<Result<_, _>>()?;
+        let previous: Vec<Option<SourceRecord>> = batch
+            .iter()
+            .map(|(path, _)| writer.source(&path.to_string_lossy()))
+            .collect::<Result<_, _>>()?;
         let prepared: Vec<Prepared> = batch
             .par_iter()
             .zip(previous.par_iter())
             .map(|((path, format), previous)| {
-                prepare(path, *format, previous.as_ref(), &settings, &load_options, chunk_options)
+                prepare(
+                    path,
+                    *format,
+                    previous.as_ref(),
+                    &settings,
+                    &load_options,
+                    chunk_options,
+                )
             })
             .collect();
         commit(&mut writer, prepared, events, &mut summary)?;
@@ -183,9 +198,18 @@ fn settings_fingerprint(args: &Args, chunk: ChunkOptions) -> String {
 /// One file after the parallel phase.
 enum Prepared {
     /// Size and time unchanged: not even read.
-    Untouched { source: String },
-    Update { update: SourceUpdate, row_errors: Vec<RowError>, chunks: u64 },
-    Failed { source: String, error: String },
+    Untouched {
+        source: String,
+    },
+    Update {
+        update: SourceUpdate,
+        row_errors: Vec<RowError>,
+        chunks: u64,
+    },
+    Failed {
+        source: String,
+        error: String,
+    },
 }
 
 fn prepare(
@@ -197,7 +221,10 @@ fn prepare(
     chunk_options: ChunkOptions,
 ) -> Prepared {
     let source = path.to_string_lossy().into_owned();
-    let failed = |error: String| Prepared::Failed { source: source.clone(), error };
+    let failed = |error: String| Prepared::Failed {
+        source: source.clone(),
+        error,
+    };
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) => return failed(format!("cannot read: {e}")),
@@ -224,8 +251,16 @@ fn prepare(
         document_ids: Vec::new(),
     };
     if settings_same && previous.and_then(|p| p.file_hash.as_deref()) == Some(file_hash.as_str()) {
-        let update = SourceUpdate { source, record, documents: None };
-        return Prepared::Update { update, row_errors: Vec::new(), chunks: 0 };
+        let update = SourceUpdate {
+            source,
+            record,
+            documents: None,
+        };
+        return Prepared::Update {
+            update,
+            row_errors: Vec::new(),
+            chunks: 0,
+        };
     }
     let loaded = match load_bytes(format, &bytes, &source, load_options) {
         Ok(loaded) => loaded,
@@ -244,7 +279,11 @@ fn prepare(
         .collect();
     let chunks = documents.iter().map(|(_, c)| c.len() as u64).sum();
     Prepared::Update {
-        update: SourceUpdate { source, record, documents: Some(documents) },
+        update: SourceUpdate {
+            source,
+            record,
+            documents: Some(documents),
+        },
         row_errors: loaded.row_errors,
         chunks,
     }
@@ -268,7 +307,11 @@ fn commit(writer: &mut Writer, prepared: Vec<Prepared>, json: bool, summary: &mu
                 }
                 summary.failures.push(json!({"source": source, "error": error}));
             }
-            Prepared::Update { update, row_errors, chunks } => {
+            Prepared::Update {
+                update,
+                row_errors,
+                chunks,
+            } => {
                 updates.push(update);
                 extra.push((row_errors, chunks));
             }
@@ -286,7 +329,13 @@ fn commit(writer: &mut Writer, prepared: Vec<Prepared>, json: bool, summary: &mu
 
 fn record_applied(applied: &Applied, row_errors: &[RowError], chunks: u64, json: bool, summary: &mut Summary) {
     let written = applied.added + applied.updated;
-    let status = if written == 0 && applied.removed == 0 { "unchanged" } else if applied.updated > 0 || applied.removed > 0 { "updated" } else { "added" };
+    let status = if written == 0 && applied.removed == 0 {
+        "unchanged"
+    } else if applied.updated > 0 || applied.removed > 0 {
+        "updated"
+    } else {
+        "added"
+    };
     if status == "unchanged" {
         summary.files_unchanged += 1;
     }
@@ -338,7 +387,11 @@ fn report(context: &Context, summary: &Summary) {
         summary.documents_removed,
         summary.chunks_written,
     );
-    let unsupported = summary.skipped.iter().filter(|s| s["reason"] == "unsupported file type").count();
+    let unsupported = summary
+        .skipped
+        .iter()
+        .filter(|s| s["reason"] == "unsupported file type")
+        .count();
     if unsupported > 0 {
         println!("{unsupported} files of unsupported types skipped (use --json to list them)");
     }

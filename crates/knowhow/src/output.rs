@@ -35,7 +35,11 @@ pub fn progress(total: u64, json: bool, message: &str) -> ProgressBar {
 /// Marks byte ranges of `text` for a reader: bold on a terminal, `**x**`
 /// otherwise.
 pub fn mark(text: &str, ranges: &[(usize, usize)]) -> String {
-    let (open, close) = if std::io::stdout().is_terminal() { ("\x1b[1;33m", "\x1b[0m") } else { ("**", "**") };
+    let (open, close) = if std::io::stdout().is_terminal() {
+        ("\x1b[1;33m", "\x1b[0m")
+    } else {
+        ("**", "**")
+    };
     let mut out = String::with_capacity(text.len() + ranges.len() * 8);
     let mut at = 0;
     for &(start, end) in ranges {

@@ -59,7 +59,10 @@ fn location(hit: &Hit) -> String {
 }
 
 fn print_hit(rank: usize, hit: &Hit) {
-    println!("{rank}. {}  [{}#{}]  score {:.3}", hit.title, hit.document_id, hit.ordinal, hit.score);
+    println!(
+        "{rank}. {}  [{}#{}]  score {:.3}",
+        hit.title, hit.document_id, hit.ordinal, hit.score
+    );
     println!("   {}", location(hit));
     let snippet = output::mark(&hit.snippet.text, &hit.snippet.highlights);
     println!("   {}", snippet.split_whitespace().collect::<Vec<_>>().join(" "));

@@ -23,7 +23,9 @@ fn corpus(root: &Path, version: u32) {
         for section in 0..6 {
             text.push_str(&format!("## Part {section}\n\n"));
             for sentence in 0..40 {
-                text.push_str(&format!("Sentence {sentence} of part {section} in file{i} version{version} mentions marker{i}x{section}. "));
+                text.push_str(&format!(
+                    "Sentence {sentence} of part {section} in file{i} version{version} mentions marker{i}x{section}. "
+                ));
             }
             text.push_str("\n\n");
         }
@@ -75,17 +77,37 @@ fn ingest_and_kill(kh: &Knowhow, collection: &str, root: &Path, delay: Duration)
 
 fn assert_consistent(kh: &Knowhow, collection: &str, acknowledged: &[String], version: u32) {
     let check = kh.json(&["-c", collection, "docs", "check"]);
-    assert!(check["problems"].as_array().unwrap().is_empty(), "inconsistent after kill: {check}");
+    assert!(
+        check["problems"].as_array().unwrap().is_empty(),
+        "inconsistent after kill: {check}"
+    );
     let listed = kh.json(&["-c", collection, "docs", "list"]);
-    let sources: std::collections::HashSet<&str> =
-        listed["documents"].as_array().unwrap().iter().map(|d| d["source"].as_str().unwrap()).collect();
+    let sources: std::collections::HashSet<&str> = listed["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["source"].as_str().unwrap())
+        .collect();
     for source in acknowledged {
         assert!(sources.contains(source.as_str()), "acknowledged {source} is gone");
     }
     // Every acknowledged document is searchable, at its acknowledged version.
     if let Some(source) = acknowledged.last() {
-        let i: usize = source.rsplit('f').next().unwrap().trim_end_matches(".md").parse().unwrap();
-        let hits = kh.json(&["-c", collection, "search", &format!("marker{i}x5 version{version}"), "-k", "1"]);
+        let i: usize = source
+            .rsplit('f')
+            .next()
+            .unwrap()
+            .trim_end_matches(".md")
+            .parse()
+            .unwrap();
+        let hits = kh.json(&[
+            "-c",
+            collection,
+            "search",
+            &format!("marker{i}x5 version{version}"),
+            "-k",
+            "1",
+        ]);
         assert_eq!(hits["hits"][0]["source"], source.as_str(), "{hits}");
     }
 }
@@ -96,7 +118,9 @@ fn kill_9_during_ingest_never_loses_acknowledged_documents_or_shows_half_ones() 
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
             now.as_nanos() as u64 ^ u64::from(std::process::id()) | 1
         });
     eprintln!("KNOWHOW_CRASH_SEED={seed}");
@@ -125,15 +149,31 @@ fn kill_9_during_ingest_never_loses_acknowledged_documents_or_shows_half_ones() 
         kills_with_progress += u32::from(!acknowledged.is_empty());
         assert_consistent(&kh, "crash", &acknowledged, version);
     }
-    assert!(kills_with_progress >= 5, "too few kills landed mid-ingest ({kills_with_progress})");
+    assert!(
+        kills_with_progress >= 5,
+        "too few kills landed mid-ingest ({kills_with_progress})"
+    );
 
     // A re-run finishes the job.
     kh.ok(&["-c", "crash", "ingest", root.to_str().unwrap()]);
     let listed = kh.json(&["-c", "crash", "docs", "list"]);
     assert_eq!(listed["documents"].as_array().unwrap().len(), FILES);
-    assert!(kh.json(&["-c", "crash", "docs", "check"])["problems"].as_array().unwrap().is_empty());
-    let hits = kh.json(&["-c", "crash", "search", &format!("marker17x3 version{version}"), "-k", "1"]);
-    assert!(hits["hits"][0]["source"].as_str().unwrap().ends_with("f0017.md"), "{hits}");
+    assert!(kh.json(&["-c", "crash", "docs", "check"])["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let hits = kh.json(&[
+        "-c",
+        "crash",
+        "search",
+        &format!("marker17x3 version{version}"),
+        "-k",
+        "1",
+    ]);
+    assert!(
+        hits["hits"][0]["source"].as_str().unwrap().ends_with("f0017.md"),
+        "{hits}"
+    );
 }
 
 #[test]

@@ -10,7 +10,13 @@ fn bm25_on_scifact_reaches_the_published_baseline() {
         return;
     };
     let kh = Knowhow::new();
-    let scores = kh.json(&["eval", "beir", data.join("scifact").to_str().unwrap(), "--split", "test"]);
+    let scores = kh.json(&[
+        "eval",
+        "beir",
+        data.join("scifact").to_str().unwrap(),
+        "--split",
+        "test",
+    ]);
     eprintln!("SciFact test BM25: {scores}");
     assert_eq!(scores["queries"], 300);
     // BEIR paper BM25: 0.665; Anserini BM25 flat: 0.679.

@@ -94,11 +94,8 @@ impl<'a> Package<'a> {
     /// Opens the archive and refuses it at once if its entries declare more
     /// than `limit` bytes in all.
     fn open(bytes: &'a [u8], limit: u64) -> Result<Package<'a>, LoadError> {
-        let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
-            LoadError::new(format!(
-                "not a valid .docx (it is not a readable zip archive: {e})"
-            ))
-        })?;
+        let mut archive = ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| LoadError::new(format!("not a valid .docx (it is not a readable zip archive: {e})")))?;
         let mut declared = 0u64;
         for index in 0..archive.len() {
             let size = archive
@@ -124,18 +121,11 @@ impl<'a> Package<'a> {
             .archive
             .file_names()
             .filter_map(Result::ok)
-            .filter(|name| {
-                name.starts_with(prefix)
-                    && name.ends_with(".xml")
-                    && !name[prefix.len()..].contains('/')
-            })
+            .filter(|name| name.starts_with(prefix) && name.ends_with(".xml") && !name[prefix.len()..].contains('/'))
             .map(|name| name.into_owned())
             .collect();
         names.sort_by_key(|name| {
-            let digits: String = name[prefix.len()..]
-                .chars()
-                .filter(char::is_ascii_digit)
-                .collect();
+            let digits: String = name[prefix.len()..].chars().filter(char::is_ascii_digit).collect();
             (digits.parse::<u64>().unwrap_or(0), name.clone())
         });
         names
@@ -148,11 +138,7 @@ impl<'a> Package<'a> {
         let file = match self.archive.by_name(name) {
             Ok(file) => file,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-            Err(e) => {
-                return Err(LoadError::new(format!(
-                    "damaged .docx: cannot read {name}: {e}"
-                )))
-            }
+            Err(e) => return Err(LoadError::new(format!("damaged .docx: cannot read {name}: {e}"))),
         };
         let mut bytes = Vec::new();
         file.take(self.budget.saturating_add(1))
@@ -163,9 +149,9 @@ impl<'a> Package<'a> {
             return Err(too_large(self.limit));
         }
         self.budget -= read;
-        decode_xml(bytes).map(Some).map_err(|_| {
-            LoadError::new(format!("damaged .docx: {name} is not UTF-8 or UTF-16 text"))
-        })
+        decode_xml(bytes)
+            .map(Some)
+            .map_err(|_| LoadError::new(format!("damaged .docx: {name} is not UTF-8 or UTF-16 text")))
     }
 }
 
@@ -180,11 +166,7 @@ fn too_large(limit: u64) -> LoadError {
 fn decode_xml(bytes: Vec<u8>) -> Result<String, ()> {
     if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(&bytes) {
         let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom_len..]);
-        return if had_errors {
-            Err(())
-        } else {
-            Ok(text.into_owned())
-        };
+        return if had_errors { Err(()) } else { Ok(text.into_owned()) };
     }
     String::from_utf8(bytes).map_err(|_| ())
 }
@@ -308,10 +290,7 @@ fn default_style_kind(id: &str) -> StyleKind {
         .strip_prefix("Heading")
         .and_then(|n| n.parse::<u8>().ok())
         .filter(|n| (1..=9).contains(n));
-    StyleKind {
-        level,
-        title: false,
-    }
+    StyleKind { level, title: false }
 }
 
 /// An open table: its current row's finished cells and the cell being read.
@@ -382,11 +361,9 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
                     }
                 }
                 "outlineLvl" => {
-                    if let (Some(paragraph), Some(level)) = (paragraphs.last_mut(), attr(&e, "val"))
-                    {
+                    if let (Some(paragraph), Some(level)) = (paragraphs.last_mut(), attr(&e, "val")) {
                         // A paragraph's own outline level wins over its style's; 9 is body text.
-                        paragraph.1.level =
-                            level.parse::<u8>().ok().filter(|l| *l < 9).map(|l| l + 1);
+                        paragraph.1.level = level.parse::<u8>().ok().filter(|l| *l < 9).map(|l| l + 1);
                     }
                 }
                 "tab" | "ptab" => push_to(&mut paragraphs, " "),
@@ -398,8 +375,7 @@ fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Blo
             Event::GeneralRef(e) if in_text => {
                 let resolved = match e.resolve_char_ref() {
                     Ok(Some(c)) => Some(c.to_string()),
-                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content())
-                        .map(str::to_string),
+                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content()).map(str::to_string),
                 };
                 if let Some(text) = resolved {
                     push_to(&mut paragraphs, &text);
@@ -537,8 +513,7 @@ fn core_properties(xml: &str) -> HashMap<String, String> {
             Ok(Event::GeneralRef(e)) => {
                 let resolved = match e.resolve_char_ref() {
                     Ok(Some(c)) => Some(c.to_string()),
-                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content())
-                        .map(str::to_string),
+                    _ => quick_xml::escape::resolve_predefined_entity(&e.xml10_content()).map(str::to_string),
                 };
                 if let (Some((_, value)), Some(text)) = (current.as_mut(), resolved) {
                     value.push_str(&text);
@@ -568,11 +543,7 @@ fn local<'e>(e: &'e BytesStart) -> &'e str {
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
     e.attributes().flatten().find_map(|a| {
         (a.key.local_name().into_inner() == name)
-            .then(|| {
-                a.normalized_value(XmlVersion::Implicit1_0)
-                    .ok()
-                    .map(|v| v.into_owned())
-            })
+            .then(|| a.normalized_value(XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
             .flatten()
     })
 }
@@ -597,16 +568,12 @@ mod tests {
     }
 
     fn paragraph(style: Option<&str>, text: &str) -> String {
-        let style = style.map_or(String::new(), |s| {
-            format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#)
-        });
+        let style = style.map_or(String::new(), |s| format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#));
         format!(r#"<w:p>{style}<w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>"#)
     }
 
     fn document(body: &str) -> String {
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?><w:document {W}><w:body>{body}</w:body></w:document>"#
-        )
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><w:document {W}><w:body>{body}</w:body></w:document>"#)
     }
 
     const STYLES: &str = r#"<w:styles xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
@@ -627,21 +594,14 @@ mod tests {
             paragraph(None, "Call in before 9."),
         ]
         .concat();
-        let bytes = docx(&[
-            ("word/document.xml", &document(&body)),
-            ("word/styles.xml", STYLES),
-        ]);
+        let bytes = docx(&[("word/document.xml", &document(&body)), ("word/styles.xml", STYLES)]);
         let doc = load(&bytes, 1 << 20).unwrap();
         assert_eq!(doc.title, "Handbook");
         assert_eq!(
             doc.text,
             "Handbook\n\nIntro & scope\n\nLeave\n\nSick leave\n\nCall in before 9."
         );
-        let paths: Vec<_> = doc
-            .sections
-            .iter()
-            .map(|s| s.heading_path.join("/"))
-            .collect();
+        let paths: Vec<_> = doc.sections.iter().map(|s| s.heading_path.join("/")).collect();
         assert_eq!(paths, ["Handbook", "Leave", "Leave/Sick leave"]);
         assert_eq!(doc.sections[2].level, 2);
         assert_eq!(
@@ -661,10 +621,7 @@ mod tests {
             cell("25")
         );
         let body = [paragraph(None, "Before"), table, paragraph(None, "After")].concat();
-        let header = format!(
-            r#"<w:hdr {W}>{}</w:hdr>"#,
-            paragraph(None, "ACME confidential")
-        );
+        let header = format!(r#"<w:hdr {W}>{}</w:hdr>"#, paragraph(None, "ACME confidential"));
         let footer = format!(r#"<w:ftr {W}>{}</w:ftr>"#, paragraph(None, "Page"));
         let core = r#"<cp:coreProperties xmlns:cp="c" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Policy</dc:title><dc:creator>HR</dc:creator></cp:coreProperties>"#;
         let bytes = docx(&[
@@ -677,10 +634,7 @@ mod tests {
         assert_eq!(doc.text, "Before\n\nName | Days\n\nAnnual | 25\n\nAfter");
         assert_eq!(doc.title, "Policy");
         assert_eq!(doc.metadata["author"], "HR");
-        assert_eq!(
-            doc.metadata["headers"],
-            serde_json::json!(["ACME confidential"])
-        );
+        assert_eq!(doc.metadata["headers"], serde_json::json!(["ACME confidential"]));
         assert_eq!(doc.metadata["footers"], serde_json::json!(["Page"]));
     }
 
@@ -695,11 +649,7 @@ mod tests {
 
     #[test]
     fn without_styles_english_style_ids_still_make_headings() {
-        let body = [
-            paragraph(Some("Heading2"), "Setup"),
-            paragraph(None, "text"),
-        ]
-        .concat();
+        let body = [paragraph(Some("Heading2"), "Setup"), paragraph(None, "text")].concat();
         let doc = load(&docx(&[("word/document.xml", &document(&body))]), 1 << 20).unwrap();
         assert_eq!(doc.sections[0].heading_path, ["Setup"]);
         assert_eq!(doc.sections[0].level, 2);

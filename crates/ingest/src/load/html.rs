@@ -18,8 +18,8 @@ use super::{Extracted, LoadError};
 
 /// Elements whose content is never text for a reader.
 const SKIPPED: &[&str] = &[
-    "script", "style", "noscript", "template", "head", "svg", "math", "iframe", "object", "embed",
-    "canvas", "select", "button", "input", "textarea",
+    "script", "style", "noscript", "template", "head", "svg", "math", "iframe", "object", "embed", "canvas", "select",
+    "button", "input", "textarea",
 ];
 
 /// Page furniture dropped before Readability looks at the page: site
@@ -175,10 +175,7 @@ fn meta_charset(bytes: &[u8]) -> Option<String> {
 /// article, not the load, so the body fallback still runs.
 fn readable_article(document: Document) -> Option<Article> {
     catch_unwind(AssertUnwindSafe(|| {
-        Readability::with_document(document, None, None)
-            .ok()?
-            .parse()
-            .ok()
+        Readability::with_document(document, None, None).ok()?.parse().ok()
     }))
     .ok()
     .flatten()
@@ -453,37 +450,26 @@ mod tests {
             <footer>Copyright 2024 Example Corp. All rights reserved.</footer>
             </body></html>"#;
         let doc = load(html.as_bytes()).unwrap();
-        assert!(
-            doc.text.contains("rewrites the storage engine"),
-            "{}",
-            doc.text
-        );
+        assert!(doc.text.contains("rewrites the storage engine"), "{}", doc.text);
         assert!(doc.text.contains("Stop the server"), "{}", doc.text);
         assert!(
-            doc.text
-                .contains("- Back up first.\n\n- Read the changelog."),
+            doc.text.contains("- Back up first.\n\n- Read the changelog."),
             "{}",
             doc.text
         );
         for furniture in ["Home", "tracking", "Copyright", "p{}"] {
-            assert!(
-                !doc.text.contains(furniture),
-                "{furniture} kept in {}",
-                doc.text
-            );
+            assert!(!doc.text.contains(furniture), "{furniture} kept in {}", doc.text);
         }
         let upgrading = doc
             .sections
             .iter()
             .find(|s| s.heading_path.ends_with(&["Upgrading".to_string()]));
         let upgrading = upgrading.expect("an Upgrading section");
-        assert!(
-            doc.text[upgrading.start..upgrading.end].starts_with("Upgrading\n\nStop the server")
-        );
+        assert!(doc.text[upgrading.start..upgrading.end].starts_with("Upgrading\n\nStop the server"));
     }
 
     #[test]
-    fn a_short_page_falls_back_to_the_body_without_its_furniture() {
+    fn a_short_page_keeps_its_text_without_the_furniture() {
         let html = "<body><header>Site</header><p>Just one line.</p><footer>Foot</footer></body>";
         let doc = load(html.as_bytes()).unwrap();
         assert_eq!(doc.text, "Just one line.");
@@ -505,11 +491,7 @@ mod tests {
             blocks.text,
             "A\n\none two\n\nB\n\nk | v\n\nx y | 1\n\nC\n\n3. c\n\nfn main() {\n    go();\n}"
         );
-        let paths: Vec<_> = blocks
-            .sections
-            .iter()
-            .map(|s| s.heading_path.join("/"))
-            .collect();
+        let paths: Vec<_> = blocks.sections.iter().map(|s| s.heading_path.join("/")).collect();
         assert_eq!(paths, ["A", "A/B", "C"]);
         assert_eq!(blocks.sections[1].start, blocks.text.find("B\n").unwrap());
         assert_eq!(blocks.sections[1].end, blocks.sections[2].start);
@@ -518,17 +500,13 @@ mod tests {
 
     #[test]
     fn the_declared_charset_is_honoured() {
-        let mut html =
-            b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head>".to_vec();
+        let mut html = b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head>".to_vec();
         html.extend_from_slice(b"<body><p>cr\xe8me br\xfbl\xe9e</p></body></html>");
         let doc = load(&html).unwrap();
         assert_eq!(doc.title, "Café");
         assert!(doc.text.contains("crème brûlée"), "{}", doc.text);
         assert_eq!(
-            meta_charset(
-                b"<meta http-equiv='Content-Type' content='text/html; charset=ISO-8859-1'>"
-            )
-            .as_deref(),
+            meta_charset(b"<meta http-equiv='Content-Type' content='text/html; charset=ISO-8859-1'>").as_deref(),
             Some("iso-8859-1")
         );
     }
@@ -547,6 +525,9 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Readability is slow in debug builds; fewer cases keep the suite quick.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
             let _ = load(&bytes);

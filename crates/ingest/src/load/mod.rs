@@ -113,12 +113,7 @@ pub struct RowError {
 
 /// Loads one file already read into memory. `source` is the file's absolute
 /// path: file documents take a hash of it as their id.
-pub fn load_bytes(
-    format: Format,
-    bytes: &[u8],
-    source: &str,
-    options: &LoadOptions,
-) -> Result<Loaded, LoadError> {
+pub fn load_bytes(format: Format, bytes: &[u8], source: &str, options: &LoadOptions) -> Result<Loaded, LoadError> {
     let single = |mut extracted: Extracted| {
         if extracted.title.trim().is_empty() {
             extracted.title = title_from_source(source);

@@ -32,10 +32,7 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
     if page_ids.is_empty() {
         return Err(LoadError::new("corrupted PDF: it has no pages"));
     }
-    if let Some(&(number, _)) = page_ids
-        .iter()
-        .find(|(_, id)| has_damaged_content(&document, *id))
-    {
+    if let Some(&(number, _)) = page_ids.iter().find(|(_, id)| has_damaged_content(&document, *id)) {
         return Err(LoadError::new(format!(
             "corrupted PDF: the content of page {number} is damaged (its compressed data fails \
              its checksum); re-export or re-download the file and load it again"
@@ -72,12 +69,10 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
     if text.is_empty() {
         return Err(LoadError::new(match first_failure {
             Some(why) => format!("corrupted PDF: no page could be read ({why})"),
-            None if shows_text => {
-                "PDF text cannot be extracted: its fonts have no Unicode mapping \
+            None if shows_text => "PDF text cannot be extracted: its fonts have no Unicode mapping \
                  (common in older CJK PDFs); convert it with a tool that can (e.g. pdftotext) \
                  and load the text"
-                    .to_string()
-            }
+                .to_string(),
             None => "PDF has no extractable text (probably scanned images); \
                      run OCR on it first (e.g. ocrmypdf), then load the result"
                 .to_string(),
@@ -133,9 +128,7 @@ fn try_parse(bytes: &[u8]) -> Result<Result<Document, String>, LoadError> {
     match catch_unwind(|| Document::load_mem(bytes)) {
         Ok(Ok(document)) => Ok(Ok(document)),
         Ok(Err(
-            lopdf::Error::Decryption(_)
-            | lopdf::Error::InvalidPassword
-            | lopdf::Error::UnsupportedSecurityHandler(_),
+            lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword | lopdf::Error::UnsupportedSecurityHandler(_),
         )) => Err(LoadError::new(ENCRYPTED)),
         Ok(Err(e)) => Ok(Err(e.to_string())),
         Err(_) => Ok(Err("its structure cannot be parsed".to_string())),
@@ -190,12 +183,7 @@ fn with_rebuilt_xref(bytes: &[u8]) -> Option<Vec<u8>> {
         };
         out.extend_from_slice(entry.as_bytes());
     }
-    let mut trailer = format!(
-        "trailer\n<< /Size {} /Root {} {} R",
-        max + 1,
-        root.0,
-        root.1
-    );
+    let mut trailer = format!("trailer\n<< /Size {} /Root {} {} R", max + 1, root.0, root.1);
     for key in ["Info", "Encrypt"] {
         if let Some((number, generation)) = reference(format!("/{key}").as_bytes()) {
             trailer.push_str(&format!(" /{key} {number} {generation} R"));
@@ -230,9 +218,7 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
         let delimited = bytes
             .get(at + 3)
             .is_none_or(|b| b.is_ascii_whitespace() || b"<[(/%".contains(b));
-        let Some((number, generation, start)) =
-            object_header_before(bytes, at).filter(|_| delimited)
-        else {
+        let Some((number, generation, start)) = object_header_before(bytes, at).filter(|_| delimited) else {
             continue;
         };
         let body = &bytes[at + 3..];
@@ -243,14 +229,10 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
                 let mut data_start = keyword + b"stream".len();
                 if body[data_start..].starts_with(b"\r\n") {
                     data_start += 2;
-                } else if body[data_start..].starts_with(b"\n")
-                    || body[data_start..].starts_with(b"\r")
-                {
+                } else if body[data_start..].starts_with(b"\n") || body[data_start..].starts_with(b"\r") {
                     data_start += 1;
                 }
-                let Some(endstream) =
-                    find(&body[data_start..], b"endstream").map(|e| data_start + e)
-                else {
+                let Some(endstream) = find(&body[data_start..], b"endstream").map(|e| data_start + e) else {
                     break;
                 };
                 let data = &body[data_start..endstream];
@@ -262,13 +244,9 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
                         .unwrap_or(data)
                         .len();
                 let after = endstream + b"endstream".len();
-                let end =
-                    find(&body[after..], b"endobj").map_or(after, |e| after + e + b"endobj".len());
+                let end = find(&body[after..], b"endobj").map_or(after, |e| after + e + b"endobj".len());
                 let offset = at + 3 - start;
-                (
-                    end,
-                    Some((keyword + offset, data_start + offset, data_end + offset)),
-                )
+                (end, Some((keyword + offset, data_start + offset, data_end + offset)))
             }
             None => (endobj.map_or(body.len(), |e| e + b"endobj".len()), None),
         };
@@ -287,10 +265,7 @@ fn scan_objects(bytes: &[u8]) -> Vec<ScannedObject> {
 /// A stream dictionary's text with its /Length set to `length`.
 fn with_length(dictionary: &[u8], length: usize) -> Vec<u8> {
     let key = (0..dictionary.len()).find(|&i| {
-        dictionary[i..].starts_with(b"/Length")
-            && dictionary
-                .get(i + 7)
-                .is_none_or(|b| !b.is_ascii_alphanumeric())
+        dictionary[i..].starts_with(b"/Length") && dictionary.get(i + 7).is_none_or(|b| !b.is_ascii_alphanumeric())
     });
     let Some(key) = key else {
         let open = find(dictionary, b"<<").map_or(0, |o| o + 2);
@@ -376,10 +351,7 @@ fn reference_after(text: &[u8], key: &[u8]) -> Option<(u32, u16)> {
     let mut words = rest.split_ascii_whitespace();
     let number = words.next()?.parse().ok()?;
     let generation = words.next()?.parse().ok()?;
-    words
-        .next()?
-        .starts_with('R')
-        .then_some((number, generation))
+    words.next()?.starts_with('R').then_some((number, generation))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -406,8 +378,7 @@ fn has_damaged_content(document: &Document, page_id: ObjectId) -> bool {
             return false;
         }
         let raw = stream.content.trim_ascii_end();
-        let (Some(expected), Ok(inflated)) = (raw.last_chunk::<4>(), stream.decompressed_content())
-        else {
+        let (Some(expected), Ok(inflated)) = (raw.last_chunk::<4>(), stream.decompressed_content()) else {
             return false;
         };
         adler32(&inflated) != u32::from_be_bytes(*expected)
@@ -574,13 +545,7 @@ mod tests {
     fn pdf_with_pages(pages: &[&str], title: Option<&str>) -> Document {
         let pages = pages
             .iter()
-            .map(|text| {
-                if text.is_empty() {
-                    Vec::new()
-                } else {
-                    show(text)
-                }
-            })
+            .map(|text| if text.is_empty() { Vec::new() } else { show(text) })
             .collect();
         pdf_with_operations(pages, title)
     }
@@ -649,18 +614,12 @@ mod tests {
         assert_eq!(doc.metadata["page_count"], 3);
         let numbers: Vec<u32> = doc.pages.iter().map(|p| p.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
-        assert_eq!(
-            &doc.text[doc.pages[0].start..doc.pages[0].end],
-            "Hello page one"
-        );
+        assert_eq!(&doc.text[doc.pages[0].start..doc.pages[0].end], "Hello page one");
         assert_eq!(
             doc.pages[1].start, doc.pages[1].end,
             "the empty page has an empty range"
         );
-        assert_eq!(
-            &doc.text[doc.pages[2].start..doc.pages[2].end],
-            "Third page"
-        );
+        assert_eq!(&doc.text[doc.pages[2].start..doc.pages[2].end], "Third page");
         assert_eq!(doc.text, "Hello page one\n\nThird page");
     }
 
@@ -715,11 +674,7 @@ mod tests {
         let mut doc = pdf_with_pages(&["Hello ".repeat(40).as_str()], None);
         let page_id = doc.get_pages()[&1];
         let content_id = doc.get_page_contents(page_id)[0];
-        let stream = doc
-            .get_object_mut(content_id)
-            .unwrap()
-            .as_stream_mut()
-            .unwrap();
+        let stream = doc.get_object_mut(content_id).unwrap().as_stream_mut().unwrap();
         stream.compress().unwrap();
         assert!(stream.filters().is_ok(), "the content is compressed");
         let last = stream.content.len() - 1;
@@ -736,10 +691,7 @@ mod tests {
     fn wrong_stream_lengths_are_repaired() {
         let bytes = save(pdf_with_pages(&["Long enough text"], None));
         let at = find(&bytes, b"/Length ").unwrap() + 8;
-        let digits = bytes[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
+        let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
         let broken = [&bytes[..at], b"3".as_slice(), &bytes[at + digits..]].concat();
         assert_eq!(load(&broken).unwrap().text, "Long enough text");
     }
@@ -753,10 +705,7 @@ mod tests {
     fn text_shown_with_quote_operators_is_kept() {
         let mut operations = show("first line");
         operations.insert(4, Operation::new("TL", vec![30.into()]));
-        operations.insert(
-            5,
-            Operation::new("'", vec![Object::string_literal("second line")]),
-        );
+        operations.insert(5, Operation::new("'", vec![Object::string_literal("second line")]));
         let spaced = vec![0.into(), 0.into(), Object::string_literal("third line")];
         operations.insert(6, Operation::new("\"", spaced));
         let doc = load(&save(pdf_with_operations(vec![operations], None))).unwrap();
@@ -766,16 +715,8 @@ mod tests {
     #[test]
     fn a_page_without_a_media_box_gets_one() {
         let mut doc = pdf_with_pages(&["Boxless"], None);
-        let pages_id = doc
-            .catalog()
-            .unwrap()
-            .get(b"Pages")
-            .unwrap()
-            .as_reference()
-            .unwrap();
-        doc.get_dictionary_mut(pages_id)
-            .unwrap()
-            .remove(b"MediaBox");
+        let pages_id = doc.catalog().unwrap().get(b"Pages").unwrap().as_reference().unwrap();
+        doc.get_dictionary_mut(pages_id).unwrap().remove(b"MediaBox");
         assert_eq!(load(&save(doc)).unwrap().text, "Boxless");
     }
 

@@ -52,7 +52,11 @@ pub(crate) fn load_jsonl(bytes: &[u8], source: &str, fields: &RowFields) -> Resu
 }
 
 pub(crate) fn load_csv(bytes: &[u8], source: &str, fields: &RowFields) -> Result<Loaded, LoadError> {
-    let delimiter = if source.to_ascii_lowercase().ends_with(".tsv") { b'\t' } else { b',' };
+    let delimiter = if source.to_ascii_lowercase().ends_with(".tsv") {
+        b'\t'
+    } else {
+        b','
+    };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -115,11 +119,14 @@ fn row_document(
     line: u64,
     fields: &RowFields,
 ) -> Result<Document, String> {
-    let text_key = pick_field(&object, fields.text.as_deref(), &RowFields::TEXT_NAMES, "text")?
-        .ok_or_else(|| {
-            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            format!("no text field (tried {}); name one with --text-field (fields: {})", RowFields::TEXT_NAMES.join(", "), keys.join(", "))
-        })?;
+    let text_key = pick_field(&object, fields.text.as_deref(), &RowFields::TEXT_NAMES, "text")?.ok_or_else(|| {
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        format!(
+            "no text field (tried {}); name one with --text-field (fields: {})",
+            RowFields::TEXT_NAMES.join(", "),
+            keys.join(", ")
+        )
+    })?;
     let id_key = pick_field(&object, fields.id.as_deref(), &RowFields::ID_NAMES, "id")?;
     let title_key = pick_field(&object, fields.title.as_deref(), &RowFields::TITLE_NAMES, "title")?;
 
@@ -141,10 +148,22 @@ fn row_document(
     if body.trim().is_empty() && title.trim().is_empty() {
         return Err(format!("field {text_key:?} (the text) is empty"));
     }
-    let text = if title.trim().is_empty() { body } else { format!("{title}\n\n{body}") };
+    let text = if title.trim().is_empty() {
+        body
+    } else {
+        format!("{title}\n\n{body}")
+    };
     let mut metadata: Metadata = object.into_iter().collect();
     metadata.insert("line".to_string(), Value::from(line));
-    Ok(Document::new(id, source.to_string(), title, text, Vec::new(), Vec::new(), metadata))
+    Ok(Document::new(
+        id,
+        source.to_string(),
+        title,
+        text,
+        Vec::new(),
+        Vec::new(),
+        metadata,
+    ))
 }
 
 /// The field to use: the one the user named (which must then exist), else the
@@ -192,12 +211,16 @@ mod tests {
     #[test]
     fn jsonl_rows_become_documents_and_bad_lines_are_reported_by_number() {
         let data = concat!(
-            r#"{"_id":"d1","title":"Aspirin","text":"reduces fever","year":2001}"#, "\n",
+            r#"{"_id":"d1","title":"Aspirin","text":"reduces fever","year":2001}"#,
+            "\n",
             "\n",
             "{not json\n",
-            r#"[1,2]"#, "\n",
-            r#"{"_id":"d2","text":{"nested":true}}"#, "\n",
-            r#"{"_id":"d3","text":"plain"}"#, "\n",
+            r#"[1,2]"#,
+            "\n",
+            r#"{"_id":"d2","text":{"nested":true}}"#,
+            "\n",
+            r#"{"_id":"d3","text":"plain"}"#,
+            "\n",
         );
         let loaded = load_jsonl(data.as_bytes(), "/data/corpus.jsonl", &RowFields::default()).unwrap();
         let ids: Vec<&str> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
@@ -217,11 +240,18 @@ mod tests {
 
     #[test]
     fn named_fields_must_exist_and_defaults_are_reported_when_missing() {
-        let fields = RowFields { text: Some("abstract".into()), id: Some("pmid".into()), title: None };
+        let fields = RowFields {
+            text: Some("abstract".into()),
+            id: Some("pmid".into()),
+            title: None,
+        };
         let ok = load_jsonl(br#"{"pmid":7,"abstract":"x"}"#, "/a.jsonl", &fields).unwrap();
         assert_eq!(ok.documents[0].id, "7");
         let missing = load_jsonl(br#"{"pmid":7,"summary":"x"}"#, "/a.jsonl", &fields).unwrap();
-        assert_eq!(missing.row_errors[0].message, "has no field \"abstract\" (the text field)");
+        assert_eq!(
+            missing.row_errors[0].message,
+            "has no field \"abstract\" (the text field)"
+        );
         let unguessable = load_jsonl(br#"{"summary":"x"}"#, "/a.jsonl", &RowFields::default()).unwrap();
         assert!(unguessable.row_errors[0].message.contains("--text-field"));
         assert!(unguessable.row_errors[0].message.contains("summary"));
@@ -240,8 +270,18 @@ mod tests {
 
     #[test]
     fn rows_without_id_get_stable_line_based_ids() {
-        let a = load_jsonl(b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n", "/x.jsonl", &RowFields::default()).unwrap();
-        let b = load_jsonl(b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n", "/x.jsonl", &RowFields::default()).unwrap();
+        let a = load_jsonl(
+            b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n",
+            "/x.jsonl",
+            &RowFields::default(),
+        )
+        .unwrap();
+        let b = load_jsonl(
+            b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n",
+            "/x.jsonl",
+            &RowFields::default(),
+        )
+        .unwrap();
         assert_eq!(a.documents[1].id, b.documents[1].id);
         assert!(a.documents[1].id.ends_with(":2"));
         assert_ne!(a.documents[0].id, a.documents[1].id);

@@ -10,10 +10,7 @@ use super::{Extracted, LoadError};
 /// A UTF-8 or UTF-16 byte-order mark is honoured. Anything else that is not
 /// valid UTF-8 is an error naming the offset of the first bad byte and the
 /// encoding it most likely is: decoding it by guess could silently mangle it.
-pub(crate) fn decode(
-    bytes: &[u8],
-    encoding: Option<&'static encoding_rs::Encoding>,
-) -> Result<String, LoadError> {
+pub(crate) fn decode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Result<String, LoadError> {
     if let Some(encoding) = encoding {
         let (text, _, had_errors) = encoding.decode(bytes);
         if had_errors {

@@ -11,12 +11,17 @@ pub struct Knowhow {
 
 impl Knowhow {
     pub fn new() -> Knowhow {
-        Knowhow { home: tempfile::tempdir().unwrap() }
+        Knowhow {
+            home: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_knowhow"));
-        command.env("KNOWHOW_HOME", self.home.path()).env_remove("KNOWHOW_NAMESPACE").env_remove("KNOWHOW_COLLECTION");
+        command
+            .env("KNOWHOW_HOME", self.home.path())
+            .env_remove("KNOWHOW_NAMESPACE")
+            .env_remove("KNOWHOW_COLLECTION");
         command
     }
 
@@ -28,7 +33,12 @@ impl Knowhow {
     /// Runs, requires success, and returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "knowhow {args:?} failed: {}\n{}", stderr(&out), stdout(&out));
+        assert!(
+            out.status.success(),
+            "knowhow {args:?} failed: {}\n{}",
+            stderr(&out),
+            stdout(&out)
+        );
         stdout(&out)
     }
 
@@ -67,7 +77,10 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
     if path.is_dir() {
         Some(path.canonicalize().unwrap())
     } else {
-        eprintln!("SKIPPED {test}: shared data folder {} is absent (set KNOWHOW_DATA)", path.display());
+        eprintln!(
+            "SKIPPED {test}: shared data folder {} is absent (set KNOWHOW_DATA)",
+            path.display()
+        );
         None
     }
 }
