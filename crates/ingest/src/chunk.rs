@@ -350,7 +350,7 @@ fn page_range(doc: &Document, span: &Range<usize>) -> Option<(u32, u32)> {
         .iter()
         .filter(|p| p.start < span.end && span.start < p.end.max(p.start + 1));
     let first = touched.next()?.number;
-    let last = touched.last().map_or(first, |p| p.number);
+    let last = touched.next_back().map_or(first, |p| p.number);
     Some((first, last))
 }
 

@@ -170,7 +170,7 @@ mod tests {
             globs: vec![],
             max_file_bytes: 1000,
         };
-        let found = walk(&[root.clone()], &options).unwrap();
+        let found = walk(std::slice::from_ref(&root), &options).unwrap();
         assert_eq!(names(&found, &root), ["a.md", "sub/b.txt", "sub/deep/c.jsonl"]);
         let skipped: Vec<(String, &SkipReason)> = found
             .skipped
@@ -199,7 +199,10 @@ mod tests {
             globs: vec!["*.md".into(), "!notes/**".into()],
             ..WalkOptions::default()
         };
-        assert_eq!(names(&walk(&[root.clone()], &options).unwrap(), &root), ["a.md"]);
+        assert_eq!(
+            names(&walk(std::slice::from_ref(&root), &options).unwrap(), &root),
+            ["a.md"]
+        );
         let explicit = walk(&[root.join(".secret.md")], &WalkOptions::default()).unwrap();
         assert_eq!(names(&explicit, &root), [".secret.md"]);
     }

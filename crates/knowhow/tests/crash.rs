@@ -17,8 +17,8 @@ const FILES: usize = 300;
 
 /// A corpus of markdown files with several sections each, so documents have
 /// many chunks and a kill can land in the middle of one.
-fn corpus(root: &Path, version: u32) {
-    for i in 0..FILES {
+fn corpus(root: &Path, version: u32, files: usize) {
+    for i in 0..files {
         let mut text = format!("# Document {i}\n\n");
         for section in 0..6 {
             text.push_str(&format!("## Part {section}\n\n"));
@@ -128,7 +128,7 @@ fn kill_9_during_ingest_never_loses_acknowledged_documents_or_shows_half_ones() 
     let kh = Knowhow::new();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    corpus(&root, 0);
+    corpus(&root, 0, FILES);
 
     // How long an uninterrupted ingest takes, to spread kills across it.
     let started = Instant::now();
@@ -142,7 +142,7 @@ fn kill_9_during_ingest_never_loses_acknowledged_documents_or_shows_half_ones() 
         // land in the middle of replacing documents.
         if round % 4 == 3 {
             version += 1;
-            corpus(&root, version);
+            corpus(&root, version, FILES);
         }
         let delay = Duration::from_millis(20 + rng.below(full.max(50)));
         let acknowledged = ingest_and_kill(&kh, "crash", &root, delay);
@@ -181,7 +181,8 @@ fn searches_run_while_an_ingest_is_in_progress() {
     let kh = Knowhow::new();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    corpus(&root, 0);
+    // Large enough that the ingest spans several index commits.
+    corpus(&root, 0, 5 * FILES);
     let mut child = kh
         .command()
         .args(["ingest", root.to_str().unwrap()])
@@ -193,7 +194,7 @@ fn searches_run_while_an_ingest_is_in_progress() {
     let mut found_some = false;
     let mut busy_message = None;
     while child.try_wait().unwrap().is_none() {
-        let out = kh.run(&["--json", "search", "marker1x1"]);
+        let out = kh.run(&["--json", "search", "sentence part"]);
         let still_running = child.try_wait().unwrap().is_none();
         if out.status.success() && still_running {
             during += 1;
