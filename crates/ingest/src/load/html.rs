@@ -75,8 +75,8 @@ const BLOCKS: &[&str] = &[
     "ul",
 ];
 
-pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
-    let html = decode(bytes)?;
+pub(crate) fn load(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Result<Extracted, LoadError> {
+    let html = decode(bytes, encoding)?;
     let document = Document::from(html.as_str());
     let page_title = collapse_whitespace(&document.select("title").text());
     document.select(FURNITURE).remove();
@@ -135,10 +135,10 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Extracted, LoadError> {
 /// Decodes the page the way a browser would choose its encoding: a byte-order
 /// mark first, then a `<meta charset>` (or `http-equiv` content type) near the
 /// top, else UTF-8. Undeclared text that is not UTF-8 is an error rather than a
-/// guess, as for plain text files.
-fn decode(bytes: &[u8]) -> Result<String, LoadError> {
-    if encoding_rs::Encoding::for_bom(bytes).is_some() {
-        return super::text::decode(bytes, None);
+/// guess, as for plain text files. An encoding the user names wins over all.
+fn decode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Result<String, LoadError> {
+    if encoding.is_some() || encoding_rs::Encoding::for_bom(bytes).is_some() {
+        return super::text::decode(bytes, encoding);
     }
     let declared = meta_charset(bytes)
         .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
@@ -449,7 +449,7 @@ mod tests {
             </article>
             <footer>Copyright 2024 Example Corp. All rights reserved.</footer>
             </body></html>"#;
-        let doc = load(html.as_bytes()).unwrap();
+        let doc = load(html.as_bytes(), None).unwrap();
         assert!(doc.text.contains("rewrites the storage engine"), "{}", doc.text);
         assert!(doc.text.contains("Stop the server"), "{}", doc.text);
         assert!(
@@ -471,13 +471,13 @@ mod tests {
     #[test]
     fn a_short_page_keeps_its_text_without_the_furniture() {
         let html = "<body><header>Site</header><p>Just one line.</p><footer>Foot</footer></body>";
-        let doc = load(html.as_bytes()).unwrap();
+        let doc = load(html.as_bytes(), None).unwrap();
         assert_eq!(doc.text, "Just one line.");
     }
 
     #[test]
     fn a_page_without_text_is_an_error() {
-        let err = load(b"<html><body><script>x()</script></body></html>").unwrap_err();
+        let err = load(b"<html><body><script>x()</script></body></html>", None).unwrap_err();
         assert!(err.message.contains("no readable text"), "{err}");
     }
 
@@ -502,7 +502,7 @@ mod tests {
     fn the_declared_charset_is_honoured() {
         let mut html = b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head>".to_vec();
         html.extend_from_slice(b"<body><p>cr\xe8me br\xfbl\xe9e</p></body></html>");
-        let doc = load(&html).unwrap();
+        let doc = load(&html, None).unwrap();
         assert_eq!(doc.title, "Café");
         assert!(doc.text.contains("crème brûlée"), "{}", doc.text);
         assert_eq!(
@@ -513,7 +513,12 @@ mod tests {
 
     #[test]
     fn undeclared_text_that_is_not_utf8_is_an_error() {
-        let err = load(b"<p>caf\xe9 cr\xe8me</p>").unwrap_err();
+        let err = load(b"<p>caf\xe9 cr\xe8me</p>", None).unwrap_err();
+        let forced = load(
+            b"<p>caf\xe9 cr\xe8me au lait, tous les matins</p>",
+            Some(encoding_rs::WINDOWS_1252),
+        );
+        assert!(forced.unwrap().text.contains("café crème"));
         assert!(err.message.contains("not UTF-8"), "{err}");
     }
 
@@ -530,12 +535,12 @@ mod tests {
 
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
-            let _ = load(&bytes);
+            let _ = load(&bytes, None);
         }
 
         #[test]
         fn never_panics_on_tag_soup(html in "(<(p|div|h[1-6]|li|ul|ol|table|tr|td|pre|br|nav|script)>|</(p|div|h[1-6]|li|ul|ol|table|tr|td|pre|nav|script)>|[a-z ]{0,12}|\n){0,80}") {
-            let _ = load(html.as_bytes());
+            let _ = load(html.as_bytes(), None);
         }
     }
 }

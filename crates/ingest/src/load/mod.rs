@@ -126,7 +126,7 @@ pub fn load_bytes(format: Format, bytes: &[u8], source: &str, options: &LoadOpti
     match format {
         Format::Markdown => Ok(single(text::load_markdown(bytes, options.encoding)?)),
         Format::Text => Ok(single(text::load_text(bytes, options.encoding)?)),
-        Format::Html => Ok(single(html::load(bytes)?)),
+        Format::Html => Ok(single(html::load(bytes, options.encoding)?)),
         Format::Pdf => Ok(single(pdf::load(bytes)?)),
         Format::Docx => Ok(single(docx::load(bytes, options.max_expanded_bytes)?)),
         Format::Csv => rows::load_csv(bytes, source, &options.row_fields),
