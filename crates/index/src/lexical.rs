@@ -105,6 +105,20 @@ pub(crate) struct LexicalIndex {
     index: Index,
     fields: Fields,
     reader: IndexReader,
+    analyzer: TextAnalyzer,
+    /// Per segment of the current searcher, the (document id, ordinal) of
+    /// every chunk, built on the first `rank` call: ranking then reads no
+    /// stored fields or dictionaries per hit.
+    chunk_keys: std::sync::Mutex<Option<ChunkKeys>>,
+}
+
+/// (document id, ordinal) of a chunk.
+type ChunkKey = (std::sync::Arc<str>, u32);
+
+/// Chunk identities of one searcher generation, per segment, by doc id.
+struct ChunkKeys {
+    generation: u64,
+    segments: Vec<Vec<ChunkKey>>,
 }
 
 impl LexicalIndex {
@@ -129,11 +143,20 @@ impl LexicalIndex {
     fn from_index(index: Index, fields: Fields) -> Result<LexicalIndex, Error> {
         index.tokenizers().register(ANALYZER, english_analyzer());
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(LexicalIndex { index, fields, reader })
+        Ok(LexicalIndex {
+            index,
+            fields,
+            reader,
+            analyzer: english_analyzer(),
+            chunk_keys: std::sync::Mutex::new(None),
+        })
     }
 
     pub(crate) fn writer(&self) -> Result<IndexWriter, Error> {
-        Ok(self.index.writer_with_num_threads(1, 64 * 1024 * 1024)?)
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        Ok(self
+            .index
+            .writer_with_num_threads(threads, threads * 48 * 1024 * 1024)?)
     }
 
     /// The store sequence number the last commit contains; `None` for an index
@@ -197,7 +220,7 @@ impl LexicalIndex {
 
     /// The query terms after analysis, each with how often it occurs.
     fn query(&self, text: &str) -> Option<Box<dyn Query>> {
-        let mut analyzer = english_analyzer();
+        let mut analyzer = self.analyzer.clone();
         let mut terms: Vec<(String, u32)> = Vec::new();
         let mut stream = analyzer.token_stream(text);
         while let Some(token) = stream.next() {
@@ -234,29 +257,26 @@ impl LexicalIndex {
         };
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
-        let mut columns = Vec::new();
-        for segment in searcher.segment_readers() {
-            let ids = segment.fast_fields().str("doc_id")?;
-            let ordinals = segment.fast_fields().u64("ordinal")?;
-            columns.push((ids, ordinals));
-        }
-        let mut hits = Vec::with_capacity(top.len());
-        let mut id = String::new();
-        for (score, DocAddress { segment_ord, doc_id }) in top {
-            let (ids, ordinals) = &columns[segment_ord as usize];
-            id.clear();
-            if let Some(ids) = ids {
-                if let Some(ord) = ids.term_ords(doc_id).next() {
-                    ids.ord_to_str(ord, &mut id)?;
-                }
-            }
-            hits.push(ScoredChunk {
-                document_id: id.clone(),
-                ordinal: ordinals.first(doc_id).unwrap_or(0) as u32,
-                score,
+        let mut cache = self.chunk_keys.lock().expect("chunk key cache poisoned");
+        let generation = searcher.generation().generation_id();
+        if cache.as_ref().is_none_or(|keys| keys.generation != generation) {
+            *cache = Some(ChunkKeys {
+                generation,
+                segments: chunk_keys(&searcher)?,
             });
         }
-        Ok(hits)
+        let keys = &cache.as_ref().expect("just filled").segments;
+        Ok(top
+            .into_iter()
+            .map(|(score, DocAddress { segment_ord, doc_id })| {
+                let (id, ordinal) = &keys[segment_ord as usize][doc_id as usize];
+                ScoredChunk {
+                    document_id: id.to_string(),
+                    ordinal: *ordinal,
+                    score,
+                }
+            })
+            .collect())
     }
 
     /// Top `k` chunks for `text`, with snippets and display fields.
@@ -300,6 +320,35 @@ impl LexicalIndex {
     pub(crate) fn reload(&self) -> Result<(), Error> {
         Ok(self.reader.reload()?)
     }
+}
+
+/// (document id, ordinal) of every chunk, per segment, indexed by doc id.
+fn chunk_keys(searcher: &tantivy::Searcher) -> Result<Vec<Vec<ChunkKey>>, Error> {
+    let mut segments = Vec::with_capacity(searcher.segment_readers().len());
+    for segment in searcher.segment_readers() {
+        let ids = segment
+            .fast_fields()
+            .str("doc_id")?
+            .ok_or_else(|| Error::Corrupt("lexical index has no doc_id column".into()))?;
+        let ordinals = segment.fast_fields().u64("ordinal")?;
+        let mut names: Vec<std::sync::Arc<str>> = Vec::with_capacity(ids.num_terms());
+        let mut terms = ids.dictionary().stream()?;
+        while terms.advance() {
+            names.push(String::from_utf8_lossy(terms.key()).into());
+        }
+        let empty: std::sync::Arc<str> = "".into();
+        let keys = (0..segment.max_doc())
+            .map(|doc| {
+                let id = ids
+                    .term_ords(doc)
+                    .next()
+                    .map_or_else(|| empty.clone(), |ord| names[ord as usize].clone());
+                (id, ordinals.first(doc).unwrap_or(0) as u32)
+            })
+            .collect();
+        segments.push(keys);
+    }
+    Ok(segments)
 }
 
 fn parse_pages(pages: &str) -> Option<(u32, u32)> {

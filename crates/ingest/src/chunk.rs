@@ -105,8 +105,13 @@ pub fn chunk_document(doc: &Document, options: ChunkOptions, count_tokens: &dyn 
     let mut chunks = Vec::new();
     let mut chars = CharOffsets::new(&doc.text);
     for region in regions(doc) {
-        let atoms = atoms(&doc.text, region, options.max_tokens, count_tokens);
-        for span in pack(&atoms, options) {
+        // Most regions fit whole: then there is nothing to segment.
+        let spans = match trim(&doc.text, region.clone()) {
+            None => Vec::new(),
+            Some(whole) if count_tokens(&doc.text[whole.clone()]) <= options.max_tokens => vec![whole],
+            Some(_) => pack(&atoms(&doc.text, region, options.max_tokens, count_tokens), options),
+        };
+        for span in spans {
             let text = &doc.text[span.clone()];
             chunks.push(Chunk {
                 document_id: doc.id.clone(),

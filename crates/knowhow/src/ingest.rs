@@ -271,7 +271,7 @@ fn prepare(
     }
     let documents: Vec<(Document, Vec<Chunk>)> = loaded
         .documents
-        .into_iter()
+        .into_par_iter()
         .map(|doc| {
             let chunks = chunk_document(&doc, chunk_options, &estimate_tokens);
             (doc, chunks)
