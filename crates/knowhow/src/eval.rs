@@ -123,9 +123,9 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
 /// each document scored by its best chunk. Fetches more chunks until `k`
 /// distinct documents are found or the index runs out.
 fn top_documents(reader: &knowhow_index::Reader, query: &str, k: usize) -> anyhow::Result<Run> {
-    // Chunks per document average a little over one: 2k chunks nearly always
-    // hold k documents.
-    let mut limit = k * 2;
+    // Chunks per document average a little over one, so 1.5k chunks usually
+    // hold k documents; a larger top-k costs tantivy more than the rare retry.
+    let mut limit = k * 3 / 2;
     loop {
         let chunks = reader.rank(query, limit)?;
         let mut best: Vec<(String, f32)> = Vec::with_capacity(k);
