@@ -201,18 +201,9 @@ impl LexicalIndex {
         self.reader.reload()?;
         let searcher = self.reader.searcher();
         let mut counts = std::collections::BTreeMap::new();
-        for segment in searcher.segment_readers() {
-            let ids = segment
-                .fast_fields()
-                .str("doc_id")?
-                .ok_or_else(|| Error::Corrupt("lexical index has no doc_id column".into()))?;
-            let mut id = String::new();
+        for (segment, keys) in searcher.segment_readers().iter().zip(chunk_keys(&searcher)?) {
             for doc in segment.doc_ids_alive() {
-                id.clear();
-                if let Some(ord) = ids.term_ords(doc).next() {
-                    ids.ord_to_str(ord, &mut id)?;
-                }
-                *counts.entry(id.clone()).or_insert(0) += 1;
+                *counts.entry(keys[doc as usize].0.to_string()).or_insert(0) += 1;
             }
         }
         Ok(counts)

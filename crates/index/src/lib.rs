@@ -178,14 +178,12 @@ impl Home {
         let lexical_dir = dir.join("lexical");
         let behind = match self.open_read_only(c) {
             Ok(db) => {
-                let txn = db.begin_read()?;
-                let next = txn.open_table(store::META)?.get("next_seq")?.map_or(1, |v| v.value());
                 let indexed = LexicalIndex::open(&lexical_dir)
                     .ok()
                     .map(|l| l.committed_seq())
                     .transpose()?
                     .flatten();
-                indexed != Some(next - 1)
+                indexed != Some(store::last_seq(&db)?)
             }
             Err(Error::Busy(_)) => false,
             Err(e) => return Err(e),
@@ -395,7 +393,6 @@ impl Writer {
         if let Some(mut record) = batch.source(source)? {
             record.document_ids.retain(|d| d != id);
             record.file_hash = None;
-            record.bytes = u64::MAX;
             batch.put_source(source, &record)?;
         }
         self.commit_removals(batch)?;

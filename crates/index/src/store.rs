@@ -217,7 +217,7 @@ pub(crate) fn changes_since(db: &redb::Database, seq: u64) -> Result<(Vec<String
 }
 
 /// The last sequence number ever used (0 for a new store).
-pub(crate) fn last_seq(db: &redb::Database) -> Result<u64, Error> {
+pub(crate) fn last_seq(db: &impl ReadableDatabase) -> Result<u64, Error> {
     let txn = db.begin_read()?;
     let next = txn.open_table(META)?.get("next_seq")?.map_or(1, |v| v.value());
     Ok(next - 1)
