@@ -12,7 +12,7 @@ use std::path::Path;
 
 use knowhow_core::{Chunk, Document};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::query::{Bm25Weight, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED, STRING,
 };
@@ -20,7 +20,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::Error;
 
@@ -109,7 +109,7 @@ pub(crate) struct LexicalIndex {
     /// Per segment of the current searcher, the (document id, ordinal) of
     /// every chunk, built on the first `rank` call: ranking then reads no
     /// stored fields or dictionaries per hit.
-    chunk_keys: std::sync::Mutex<Option<ChunkKeys>>,
+    chunk_keys: std::sync::Mutex<Option<std::sync::Arc<ChunkKeys>>>,
 }
 
 /// (document id, ordinal) of a chunk.
@@ -209,17 +209,25 @@ impl LexicalIndex {
         Ok(counts)
     }
 
-    /// The query terms after analysis, each with how often it occurs.
-    fn query(&self, text: &str) -> Option<Box<dyn Query>> {
+    /// The distinct query terms after analysis, each with how often the query
+    /// repeats it.
+    fn query_terms(&self, text: &str) -> Vec<(Term, u32)> {
         let mut analyzer = self.analyzer.clone();
-        let mut terms: Vec<(String, u32)> = Vec::new();
+        let mut terms: Vec<(Term, u32)> = Vec::new();
         let mut stream = analyzer.token_stream(text);
         while let Some(token) = stream.next() {
-            match terms.iter_mut().find(|(t, _)| *t == token.text) {
+            let term = Term::from_field_text(self.fields.text, &token.text);
+            match terms.iter_mut().find(|(t, _)| *t == term) {
                 Some((_, count)) => *count += 1,
-                None => terms.push((token.text.clone(), 1)),
+                None => terms.push((term, 1)),
             }
         }
+        terms
+    }
+
+    /// The query as tantivy sees it, for snippets and display search.
+    fn query(&self, text: &str) -> Option<Box<dyn Query>> {
+        let terms = self.query_terms(text);
         if terms.is_empty() {
             return None;
         }
@@ -228,7 +236,6 @@ impl LexicalIndex {
         let clauses = terms
             .into_iter()
             .map(|(term, count)| {
-                let term = Term::from_field_text(self.fields.text, &term);
                 let query: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
                 let query: Box<dyn Query> = if count > 1 {
                     Box::new(BoostQuery::new(query, count as f32))
@@ -242,25 +249,64 @@ impl LexicalIndex {
     }
 
     /// Top `k` chunks for `text` by BM25, without display fields.
+    ///
+    /// Scores term at a time into one dense accumulator per segment, reading
+    /// posting lists block by block, then selects the top `k`. The ranking is
+    /// the same as tantivy's `BooleanQuery` of the same terms (see the test
+    /// `term_at_a_time_ranks_like_tantivy`), but for the long bag-of-words
+    /// queries retrieval sends (a claim, a question) and the deep `k` that
+    /// document-level evaluation needs, block-max WAND prunes little and pays
+    /// for its bookkeeping; a sequential pass over the postings does not.
     pub(crate) fn rank(&self, text: &str, k: usize) -> Result<Vec<ScoredChunk>, Error> {
-        let Some(query) = self.query(text) else {
+        let terms = self.query_terms(text);
+        if terms.is_empty() || k == 0 {
             return Ok(Vec::new());
-        };
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
-        let mut cache = self.chunk_keys.lock().expect("chunk key cache poisoned");
-        let generation = searcher.generation().generation_id();
-        if cache.as_ref().is_none_or(|keys| keys.generation != generation) {
-            *cache = Some(ChunkKeys {
-                generation,
-                segments: chunk_keys(&searcher)?,
-            });
         }
-        let keys = &cache.as_ref().expect("just filled").segments;
-        Ok(top
+        let searcher = self.reader.searcher();
+        let weights = terms
+            .iter()
+            .map(|(term, count)| {
+                let weight = Bm25Weight::for_terms(&searcher, std::slice::from_ref(term))?;
+                Ok(weight.boost_by(*count as f32))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut candidates: Vec<(f32, u32, u32)> = Vec::new();
+        for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let inverted = segment.inverted_index(self.fields.text)?;
+            let fieldnorms = segment.get_fieldnorms_reader(self.fields.text)?;
+            let mut scores = vec![0f32; segment.max_doc() as usize];
+            for ((term, _), weight) in terms.iter().zip(&weights) {
+                let Some(mut postings) = inverted.read_block_postings(term, IndexRecordOption::WithFreqs)? else {
+                    continue;
+                };
+                while !postings.docs().is_empty() {
+                    for (&doc, &freq) in postings.docs().iter().zip(postings.freqs()) {
+                        scores[doc as usize] += weight.score(fieldnorms.fieldnorm_id(doc), freq);
+                    }
+                    postings.advance();
+                }
+            }
+            let alive = segment.alive_bitset();
+            candidates.extend(
+                scores
+                    .iter()
+                    .enumerate()
+                    .filter(|&(doc, &score)| score > 0.0 && alive.is_none_or(|a| a.is_alive(doc as u32)))
+                    .map(|(doc, &score)| (score, segment_ord as u32, doc as u32)),
+            );
+        }
+        // Highest score first; ties in index order, as tantivy's collector.
+        let order = |a: &(f32, u32, u32), b: &(f32, u32, u32)| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)));
+        if candidates.len() > k {
+            candidates.select_nth_unstable_by(k - 1, order);
+            candidates.truncate(k);
+        }
+        candidates.sort_unstable_by(order);
+        let keys = self.chunk_keys(&searcher)?;
+        Ok(candidates
             .into_iter()
-            .map(|(score, DocAddress { segment_ord, doc_id })| {
-                let (id, ordinal) = &keys[segment_ord as usize][doc_id as usize];
+            .map(|(score, segment_ord, doc)| {
+                let (id, ordinal) = &keys.segments[segment_ord as usize][doc as usize];
                 ScoredChunk {
                     document_id: id.to_string(),
                     ordinal: *ordinal,
@@ -268,6 +314,23 @@ impl LexicalIndex {
                 }
             })
             .collect())
+    }
+
+    /// The chunk keys of `searcher`'s generation, read once per generation.
+    fn chunk_keys(&self, searcher: &tantivy::Searcher) -> Result<std::sync::Arc<ChunkKeys>, Error> {
+        let mut cache = self.chunk_keys.lock().expect("chunk key cache poisoned");
+        let generation = searcher.generation().generation_id();
+        match cache.as_ref() {
+            Some(keys) if keys.generation == generation => Ok(keys.clone()),
+            _ => {
+                let keys = std::sync::Arc::new(ChunkKeys {
+                    generation,
+                    segments: chunk_keys(searcher)?,
+                });
+                *cache = Some(keys.clone());
+                Ok(keys)
+            }
+        }
     }
 
     /// Top `k` chunks for `text`, with snippets and display fields.
@@ -365,5 +428,65 @@ mod tests {
     fn analyzer_lowercases_stems_and_drops_stop_words() {
         assert_eq!(tokens("The Running of the Mice-cells"), ["run", "mice", "cell"]);
         assert_eq!(tokens("and or but"), Vec::<String>::new());
+    }
+
+    /// Several segments, deleted chunks, repeated query terms, terms absent
+    /// from the index: the term-at-a-time ranker must agree with tantivy's
+    /// own BM25 `BooleanQuery` + `TopDocs`.
+    #[test]
+    fn term_at_a_time_ranks_like_tantivy() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LexicalIndex::open_or_create(dir.path()).unwrap();
+        let words = [
+            "cell", "protein", "gene", "mouse", "cancer", "therapy", "blood", "brain", "virus", "immune", "dose",
+            "trial", "risk", "heart", "liver",
+        ];
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = move |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize % n
+        };
+        let mut writer = index.writer().unwrap();
+        let f = index.fields;
+        for segment in 0..3u64 {
+            for i in 0..200u64 {
+                let length = 3 + next(40);
+                let text: Vec<&str> = (0..length).map(|_| words[next(words.len())]).collect();
+                let mut d = TantivyDocument::new();
+                d.add_text(f.doc_id, format!("doc{segment}-{i}"));
+                d.add_u64(f.ordinal, 0);
+                d.add_text(f.text, text.join(" "));
+                writer.add_document(d).unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        for i in (0..200).step_by(7) {
+            writer.delete_term(Term::from_field_text(f.doc_id, &format!("doc1-{i}")));
+        }
+        writer.commit().unwrap();
+        index.reload().unwrap();
+        assert!(index.reader.searcher().segment_readers().len() > 1);
+
+        let searcher = index.reader.searcher();
+        let keys = chunk_keys(&searcher).unwrap();
+        for query in ["cell protein", "gene gene mouse therapy", "virus immune immune risk unseenword", "heart"] {
+            let ours = index.rank(query, 50).unwrap();
+            let tantivy_query = index.query(query).unwrap();
+            let theirs = searcher
+                .search(&*tantivy_query, &TopDocs::with_limit(50).order_by_score())
+                .unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{query}");
+            for (mine, (score, address)) in ours.iter().zip(&theirs) {
+                assert!((mine.score - score).abs() < 1e-4, "{query}: {} vs {score}", mine.score);
+                let key = &keys[address.segment_ord as usize][address.doc_id as usize];
+                if (mine.score - score).abs() < 1e-6 && *mine.document_id != *key.0 {
+                    // Equal scores: both orders are a correct ranking.
+                    continue;
+                }
+                assert_eq!(mine.document_id, *key.0, "{query}");
+            }
+            assert!(ours.iter().all(|hit| !hit.document_id.starts_with("doc1-0")));
+        }
+        assert!(index.rank("the of and", 10).unwrap().is_empty());
     }
 }
