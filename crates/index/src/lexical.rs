@@ -443,7 +443,9 @@ mod tests {
         ];
         let mut state = 0x9e3779b97f4a7c15u64;
         let mut next = move |n: usize| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as usize % n
         };
         let mut writer = index.writer().unwrap();
@@ -469,7 +471,12 @@ mod tests {
 
         let searcher = index.reader.searcher();
         let keys = chunk_keys(&searcher).unwrap();
-        for query in ["cell protein", "gene gene mouse therapy", "virus immune immune risk unseenword", "heart"] {
+        for query in [
+            "cell protein",
+            "gene gene mouse therapy",
+            "virus immune immune risk unseenword",
+            "heart",
+        ] {
             let ours = index.rank(query, 50).unwrap();
             let tantivy_query = index.query(query).unwrap();
             let theirs = searcher
