@@ -5,6 +5,7 @@ mod collections;
 mod docs;
 mod eval;
 mod ingest;
+mod model;
 mod output;
 mod search;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Measure retrieval quality
     #[command(subcommand)]
     Eval(eval::Command),
+    /// Download, list or remove embedding and reranking models
+    #[command(subcommand, after_long_help = model::RESOLUTION_HELP)]
+    Model(model::Command),
 }
 
 /// What every command gets: where data lives, which collection, how to print.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Docs(command) => docs::run(&context, command),
         Command::Collections(command) => collections::run(&context, command),
         Command::Eval(command) => eval::run(&context, command),
+        Command::Model(command) => model::run(&context, command),
     };
     match result {
         Ok(code) => code,
