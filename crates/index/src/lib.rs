@@ -2,26 +2,32 @@
 //!
 //! A [`Home`] directory holds collections, each in its namespace:
 //! `HOME/collections/NAMESPACE/COLLECTION/` with `store.redb` (the source of
-//! truth) and `lexical/` (a tantivy BM25 index derived from it).
+//! truth), and derived from it `lexical/` (a tantivy BM25 index) and
+//! `vectors/` (a flat file of chunk vectors for exact dense search).
 //!
 //! # Invariants
 //! - The store is written first, one transaction per batch of whole
-//!   documents; once [`Writer::apply`] returns, the batch is durable
-//!   (acknowledged).
+//!   documents with their chunks and vectors; once [`Writer::apply`] returns,
+//!   the batch is durable (acknowledged).
 //! - Every change to a document is logged in the store under a sequence
-//!   number; each tantivy commit records the last sequence number it
-//!   contains. Opening a writer replays what the index lacks, so a crash at
-//!   any point loses nothing acknowledged.
-//! - A document's chunks enter and leave the lexical index in the same tantivy
-//!   commit, so a search never sees half a document.
+//!   number; each tantivy commit and each vector file commit records the last
+//!   sequence number it contains. Opening a writer replays what either lacks,
+//!   so a crash at any point loses nothing acknowledged. The log is trimmed
+//!   only up to a number both have made durable.
+//! - A document's chunks enter and leave each derived index in one commit, so
+//!   a search never sees half a document.
+//! - A collection with vectors pins the model that made them ([`ModelPin`]);
+//!   vectors and queries of another model are refused.
 //! - One process writes a collection at a time (redb's file lock); searches
-//!   read the last tantivy commit and never wait for a writer.
+//!   read the last commits and never wait for a writer.
 
 mod lexical;
 mod store;
+mod vectors;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use knowhow_core::{Chunk, CollectionRef, Document};
@@ -30,8 +36,10 @@ use tantivy::IndexWriter;
 
 pub use lexical::{english_analyzer, Hit, ScoredChunk, Snippet};
 pub use store::{SourceRecord, StoredDocument};
+pub use vectors::{Filter, ModelPin};
 
 use lexical::LexicalIndex;
+use vectors::{VectorSnapshot, VectorWriter};
 
 /// Errors of the store and index, worded for the user.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +58,56 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("corrupt collection data: {0}")]
     Corrupt(String),
+    #[error(
+        "collection {collection} is embedded with {pinned}, not {given}: use {} with it, \
+         or migrate it with `knowhow reembed --model {}`",
+        .pinned.id,
+        .given.id
+    )]
+    ModelMismatch {
+        collection: CollectionRef,
+        pinned: Box<ModelPin>,
+        given: Box<ModelPin>,
+    },
+    #[error(
+        "collection {0} has no embedding model, so it has no vectors to search: ingest into it with an \
+         embedding model, or embed it with `knowhow reembed --model MODEL`"
+    )]
+    NoModel(CollectionRef),
+    #[error(
+        "collection {collection} holds {documents} documents without vectors, so it cannot take model {} \
+         by ingesting: embed them all with `knowhow reembed --model {}`",
+        .model.id,
+        .model.id
+    )]
+    Unembedded {
+        collection: CollectionRef,
+        documents: u64,
+        model: Box<ModelPin>,
+    },
+    #[error("invalid model pin: {0}")]
+    InvalidModelPin(String),
+    #[error("vectors of document {document}: {problem}")]
+    InvalidVectors { document: String, problem: String },
+    #[error("query vector for collection {collection}: {problem}")]
+    InvalidQuery { collection: CollectionRef, problem: String },
+    #[error(
+        "collection {0} has no vector file yet: it is built when the ingest running now finishes; \
+         try again then"
+    )]
+    NoVectorFile(CollectionRef),
+    #[error("re-embedding collection {collection}: {problem}")]
+    Reembed { collection: CollectionRef, problem: String },
+}
+
+impl Error {
+    fn model_mismatch(collection: &CollectionRef, pinned: &ModelPin, given: &ModelPin) -> Error {
+        Error::ModelMismatch {
+            collection: collection.clone(),
+            pinned: Box::new(pinned.clone()),
+            given: Box::new(given.clone()),
+        }
+    }
 }
 
 macro_rules! store_error {
@@ -139,8 +197,8 @@ impl Home {
         Ok(())
     }
 
-    /// Opens a collection for writing, bringing its lexical index up to date
-    /// with the store first.
+    /// Opens a collection for writing, bringing its lexical index and vector
+    /// file up to date with the store first.
     pub fn open_writer(&self, c: &CollectionRef, create: bool) -> Result<Writer, Error> {
         if !create && !self.exists(c) {
             return Err(Error::NoSuchCollection(c.clone()));
@@ -155,27 +213,36 @@ impl Home {
         store::create_tables(&db)?;
         let lexical = LexicalIndex::open_or_create(&dir.join("lexical"))?;
         let index_writer = lexical.writer()?;
+        // A writer killed mid-commit leaves files its commit never named (a
+        // delete file, say); the next commit may want the same name and fail:
+        // remove every file the last commit does not use.
+        index_writer.garbage_collect_files().wait()?;
         let mut writer = Writer {
             collection: c.clone(),
+            pin: store::model_pin(&db, store::PINNED)?,
             db,
             lexical,
             index_writer,
+            vectors: VectorWriter::open(&dir.join("vectors"))?,
             index_seq: 0,
             last_index_commit: Instant::now(),
             commit_every: Duration::from_secs(1),
+            reembed_cursor: None,
         };
         writer.catch_up()?;
         Ok(writer)
     }
 
     /// Opens a collection for searching. If no writer is active and the
-    /// lexical index lags the store (after a crash), it is caught up first.
+    /// lexical index or the vector file lags the store (after a crash), it is
+    /// caught up first.
     pub fn open_reader(&self, c: &CollectionRef) -> Result<Reader, Error> {
         if !self.exists(c) {
             return Err(Error::NoSuchCollection(c.clone()));
         }
         let dir = self.collection_dir(c);
         let lexical_dir = dir.join("lexical");
+        let vectors_dir = dir.join("vectors");
         let behind = match self.open_read_only(c) {
             Ok(db) => {
                 let indexed = LexicalIndex::open(&lexical_dir)
@@ -183,7 +250,9 @@ impl Home {
                     .map(|l| l.committed_seq())
                     .transpose()?
                     .flatten();
-                indexed != Some(store::last_seq(&db)?)
+                let last = store::last_seq(&db)?;
+                let pin = store::model_pin(&db, store::PINNED)?;
+                indexed != Some(last) || vectors::stamp(&vectors_dir) != Some((last, pin))
             }
             Err(Error::Busy(_)) => false,
             Err(e) => return Err(e),
@@ -196,7 +265,10 @@ impl Home {
             }
         }
         Ok(Reader {
+            collection: c.clone(),
             lexical: LexicalIndex::open(&lexical_dir)?,
+            vectors_dir,
+            vectors: Mutex::new(None),
         })
     }
 
@@ -240,7 +312,33 @@ pub struct SourceUpdate {
     pub record: SourceRecord,
     /// `None` when the file's bytes are unchanged and only its record (size,
     /// time) needs refreshing.
-    pub documents: Option<Vec<(Document, Vec<Chunk>)>>,
+    pub documents: Option<Vec<DocumentUpdate>>,
+}
+
+/// A document to write, with its chunks and their vectors.
+#[derive(Debug)]
+pub struct DocumentUpdate {
+    pub document: Document,
+    pub chunks: Vec<Chunk>,
+    /// One vector per chunk, in chunk order: required exactly when the
+    /// collection pins a model ([`Writer::pin_model`]), of its dimension.
+    pub vectors: Option<Vec<Vec<f32>>>,
+}
+
+/// A chunk to embed again during a re-embedding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkText {
+    pub document_id: String,
+    pub ordinal: u32,
+    pub text: String,
+}
+
+/// How far a re-embedding is: chunks in the collection, and how many of them
+/// already have a vector of the new model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReembedProgress {
+    pub chunks: u64,
+    pub staged: u64,
 }
 
 /// What [`Writer::apply`] did with one source.
@@ -260,12 +358,18 @@ pub struct Applied {
 pub struct Writer {
     collection: CollectionRef,
     db: redb::Database,
+    /// The model pinned in the store.
+    pin: Option<ModelPin>,
     lexical: LexicalIndex,
     index_writer: IndexWriter,
-    /// The last store sequence number added to the index writer.
+    vectors: VectorWriter,
+    /// The last store sequence number added to the index writer and the
+    /// vector file.
     index_seq: u64,
     last_index_commit: Instant,
     commit_every: Duration,
+    /// Where [`Writer::reembed_todo`] goes on from.
+    reembed_cursor: Option<(String, u32)>,
 }
 
 impl Writer {
@@ -285,15 +389,29 @@ impl Writer {
         store::list_sources(&self.db)
     }
 
+    /// A document as stored: when its hash and chunk count equal those of a
+    /// new version, [`Writer::apply`] leaves it as it is, so its chunks need
+    /// no embedding.
+    pub fn stored_document(&self, id: &str) -> Result<Option<StoredDocument>, Error> {
+        store::stored_document(&self.db, id)
+    }
+
     /// Applies updates for several sources in one durable transaction, then
-    /// feeds the lexical index. When this returns, the batch is acknowledged.
+    /// feeds the lexical index and the vector file. When this returns, the
+    /// batch is acknowledged.
+    ///
+    /// Every document written must come with vectors exactly when the
+    /// collection pins a model, one per chunk, of its dimension, finite:
+    /// otherwise nothing of the batch is written and the error names the
+    /// document. A document left unchanged (see [`Writer::stored_document`])
+    /// needs none: its stored vectors stay.
     pub fn apply(&mut self, updates: Vec<SourceUpdate>) -> Result<Vec<Applied>, Error> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut batch = store::Batch::begin(&self.db)?;
         let mut results = Vec::with_capacity(updates.len());
-        let mut written: HashMap<String, (Document, Vec<Chunk>)> = HashMap::new();
+        let mut written: HashMap<String, DocumentUpdate> = HashMap::new();
         for update in updates {
             let mut applied = Applied {
                 source: update.source.clone(),
@@ -309,30 +427,45 @@ impl Writer {
                 continue;
             };
             record.document_ids.clear();
-            for (doc, chunks) in documents {
+            for update in documents {
+                let doc = &update.document;
                 match batch.document(&doc.id)? {
                     Some(old) if old.document.source != doc.source => {
                         applied.conflicts.push((doc.id.clone(), old.document.source.clone()));
                         continue;
                     }
-                    Some(old) if old.document.hash == doc.hash && old.chunk_count as usize == chunks.len() => {
+                    Some(old) if old.document.hash == doc.hash && old.chunk_count as usize == update.chunks.len() => {
                         applied.unchanged += 1;
                     }
                     old => {
+                        // An error drops the uncommitted transaction: nothing
+                        // of the batch is written.
+                        vectors::validate(
+                            self.pin.as_ref(),
+                            &doc.id,
+                            update.chunks.len(),
+                            update.vectors.as_deref(),
+                        )?;
                         let stored = StoredDocument {
-                            document: doc,
-                            chunk_count: chunks.len() as u32,
+                            document: update.document,
+                            chunk_count: update.chunks.len() as u32,
                             ingested_at: now,
                         };
-                        batch.put_document(&stored, &chunks)?;
+                        batch.put_document(&stored, &update.chunks, update.vectors.as_deref())?;
                         if old.is_some() {
                             applied.updated += 1;
                         } else {
                             applied.added += 1;
                         }
-                        let doc = stored.document;
-                        record.document_ids.push(doc.id.clone());
-                        written.insert(doc.id.clone(), (doc, chunks));
+                        let id = stored.document.id.clone();
+                        record.document_ids.push(id.clone());
+                        written.insert(
+                            id,
+                            DocumentUpdate {
+                                document: stored.document,
+                                ..update
+                            },
+                        );
                         continue;
                     }
                 }
@@ -354,8 +487,14 @@ impl Writer {
         let seq = batch.commit()?;
         for id in &changed {
             self.lexical.delete_document(&self.index_writer, id);
-            if let Some((doc, chunks)) = written.get(id) {
-                self.lexical.add_document(&self.index_writer, doc, chunks)?;
+            self.vectors.remove(id)?;
+            if let Some(update) = written.get(id) {
+                self.lexical
+                    .add_document(&self.index_writer, &update.document, &update.chunks)?;
+                if let Some(vectors) = &update.vectors {
+                    let ordinals = update.chunks.iter().map(|c| c.ordinal).collect();
+                    self.vectors.put(id, &update.document.metadata, ordinals, vectors)?;
+                }
             }
         }
         self.index_seq = seq;
@@ -404,19 +543,23 @@ impl Writer {
         let seq = batch.commit()?;
         for id in &changed {
             self.lexical.delete_document(&self.index_writer, id);
+            self.vectors.remove(id)?;
         }
         self.index_seq = seq;
         self.commit_index()
     }
 
-    /// Replays store changes the lexical index lacks (after a crash), or
-    /// rebuilds the index if it never committed or is ahead of the store.
+    /// Replays store changes the lexical index and the vector file lack
+    /// (after a crash), or rebuilds either if it never committed, is ahead of
+    /// the store, predates the trimmed part of the change log, or (vectors)
+    /// was made with another model pin.
     fn catch_up(&mut self) -> Result<(), Error> {
         let last = store::last_seq(&self.db)?;
+        let trimmed = store::log_trimmed(&self.db)?;
         let indexed = self.lexical.committed_seq()?;
         match indexed {
             Some(seq) if seq == last => {}
-            Some(seq) if seq < last => {
+            Some(seq) if seq < last && seq >= trimmed => {
                 let (ids, _) = store::changes_since(&self.db, seq)?;
                 for id in ids {
                     self.lexical.delete_document(&self.index_writer, &id);
@@ -436,21 +579,209 @@ impl Writer {
                 }
             }
         }
+        self.catch_up_vectors(last, trimmed)?;
         self.index_seq = last;
         if indexed != Some(last) {
             self.commit_index()?;
         }
+        self.vectors.commit(last)
+    }
+
+    fn catch_up_vectors(&mut self, last: u64, trimmed: u64) -> Result<(), Error> {
+        match self.vectors.stamp() {
+            Some((seq, pin)) if pin == self.pin.as_ref() && seq == last => Ok(()),
+            Some((seq, pin)) if pin == self.pin.as_ref() && seq < last && seq >= trimmed => {
+                let (ids, _) = store::changes_since(&self.db, seq)?;
+                for id in ids {
+                    self.vectors.remove(&id)?;
+                    if let Some((stored, ordinals, vectors)) = store::read_document_vectors(&self.db, &id)? {
+                        if !ordinals.is_empty() {
+                            self.vectors.put(&id, &stored.document.metadata, ordinals, &vectors)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => self.rebuild_vectors(),
+        }
+    }
+
+    /// Writes the vector file anew from the store (committed by the caller).
+    fn rebuild_vectors(&mut self) -> Result<(), Error> {
+        self.vectors.reset(self.pin.clone())?;
+        if self.pin.is_some() {
+            store::for_each_document_vectors(&self.db, |(stored, ordinals, vectors)| {
+                let doc = &stored.document;
+                self.vectors.put(&doc.id, &doc.metadata, ordinals, &vectors)
+            })?;
+        }
         Ok(())
     }
 
+    /// Commits the lexical index and the vector file: both then contain
+    /// every change up to `index_seq`.
     fn commit_index(&mut self) -> Result<(), Error> {
         self.lexical.commit(&mut self.index_writer, self.index_seq)?;
+        self.vectors.commit(self.index_seq)?;
         self.last_index_commit = Instant::now();
         Ok(())
     }
 
-    /// Commits the lexical index, trims the change log it now contains, and
-    /// waits for background merges.
+    /// The model this collection's vectors come from, if it pins one.
+    pub fn model_pin(&self) -> Option<&ModelPin> {
+        self.pin.as_ref()
+    }
+
+    /// Pins the collection to `model`, so that [`Writer::apply`] takes (and
+    /// requires) its vectors. Nothing to do when it is pinned to `model`
+    /// already. Refused when it is pinned to another model, or holds
+    /// documents without vectors: both need a re-embedding
+    /// ([`Writer::start_reembed`]).
+    pub fn pin_model(&mut self, model: &ModelPin) -> Result<(), Error> {
+        model.validate()?;
+        match &self.pin {
+            Some(pinned) if pinned == model => return Ok(()),
+            Some(pinned) => return Err(Error::model_mismatch(&self.collection, pinned, model)),
+            None => {}
+        }
+        let mut batch = store::Batch::begin(&self.db)?;
+        let documents = batch.document_count()?;
+        if documents > 0 {
+            return Err(Error::Unembedded {
+                collection: self.collection.clone(),
+                documents,
+                model: Box::new(model.clone()),
+            });
+        }
+        batch.set_model_pin(store::PINNED, Some(model))?;
+        batch.commit()?;
+        self.pin = Some(model.clone());
+        self.rebuild_vectors()?;
+        self.vectors.commit(self.index_seq)
+    }
+
+    /// The model a re-embedding started and not yet finished moves to.
+    pub fn reembed_target(&self) -> Result<Option<ModelPin>, Error> {
+        store::model_pin(&self.db, store::REEMBED)
+    }
+
+    /// Starts re-embedding every chunk with `model`, or resumes the one
+    /// already started with it (after a crash or kill). Until
+    /// [`Writer::finish_reembed`] commits, the old pin and vectors stay in
+    /// force: ingests and searches go on with the old model.
+    ///
+    /// The loop: [`Writer::reembed_todo`] gives chunks still lacking a new
+    /// vector; embed them; [`Writer::stage_vectors`]; repeat until it gives
+    /// none; then [`Writer::finish_reembed`]. Each stage is one durable
+    /// transaction, so a re-run redoes none of the staged work.
+    pub fn start_reembed(&mut self, model: &ModelPin) -> Result<ReembedProgress, Error> {
+        model.validate()?;
+        let mut batch = store::Batch::begin(&self.db)?;
+        if batch.model_pin(store::REEMBED)?.as_ref() != Some(model) {
+            batch.clear_staged_vectors()?;
+            batch.set_model_pin(store::REEMBED, Some(model))?;
+        }
+        let (chunks, staged) = batch.reembed_counts()?;
+        batch.commit()?;
+        self.reembed_cursor = None;
+        Ok(ReembedProgress { chunks, staged })
+    }
+
+    fn reembed_target_or_error(&self) -> Result<ModelPin, Error> {
+        self.reembed_target()?.ok_or_else(|| Error::Reembed {
+            collection: self.collection.clone(),
+            problem: "none is in progress: start one with start_reembed".into(),
+        })
+    }
+
+    /// Up to `limit` chunks that have no vector of the new model yet; empty
+    /// when every chunk has one. Chunks changed by an ingest since they were
+    /// staged come back again.
+    pub fn reembed_todo(&mut self, limit: usize) -> Result<Vec<ChunkText>, Error> {
+        self.reembed_target_or_error()?;
+        let after = self.reembed_cursor.take();
+        let (chunks, at_end) = store::unstaged_chunks(
+            &self.db,
+            after.as_ref().map(|(id, ordinal)| (id.as_str(), *ordinal)),
+            limit.max(1),
+        )?;
+        if chunks.is_empty() && after.is_some() {
+            // One more pass from the start: an ingest may have replaced a
+            // chunk behind the cursor (dropping its staged vector).
+            return self.reembed_todo(limit);
+        }
+        if !at_end {
+            self.reembed_cursor = chunks.last().map(|c| (c.document_id.clone(), c.ordinal));
+        }
+        Ok(chunks
+            .into_iter()
+            .map(|c| ChunkText {
+                document_id: c.document_id,
+                ordinal: c.ordinal,
+                text: c.text,
+            })
+            .collect())
+    }
+
+    /// Stores the new model's vectors of `chunks` (as [`Writer::reembed_todo`]
+    /// gave them), in one durable transaction. A chunk whose text has changed
+    /// since is skipped: it comes back from `reembed_todo`. Returns how many
+    /// were staged.
+    pub fn stage_vectors(&mut self, chunks: &[ChunkText], vectors: &[Vec<f32>]) -> Result<usize, Error> {
+        let target = self.reembed_target_or_error()?;
+        if chunks.len() != vectors.len() {
+            return Err(Error::Reembed {
+                collection: self.collection.clone(),
+                problem: format!("{} vectors for {} chunks", vectors.len(), chunks.len()),
+            });
+        }
+        for (chunk, vector) in chunks.iter().zip(vectors) {
+            vectors::check_vector(&target, vector).map_err(|problem| Error::InvalidVectors {
+                document: chunk.document_id.clone(),
+                problem: format!("chunk {}: {problem}", chunk.ordinal),
+            })?;
+        }
+        let mut batch = store::Batch::begin(&self.db)?;
+        let mut staged = 0;
+        for (chunk, vector) in chunks.iter().zip(vectors) {
+            if batch.chunk_text(&chunk.document_id, chunk.ordinal)?.as_deref() == Some(chunk.text.as_str()) {
+                batch.stage_vector(&chunk.document_id, chunk.ordinal, vector)?;
+                staged += 1;
+            }
+        }
+        batch.commit()?;
+        Ok(staged)
+    }
+
+    /// Switches the collection to the new model in one transaction: its
+    /// vectors replace the old ones and it becomes the pin. Refused while any
+    /// chunk lacks a new vector. The vector file is then rebuilt.
+    pub fn finish_reembed(&mut self) -> Result<(), Error> {
+        let target = self.reembed_target_or_error()?;
+        let mut batch = store::Batch::begin(&self.db)?;
+        let (chunks, staged) = batch.reembed_counts()?;
+        if staged != chunks {
+            return Err(Error::Reembed {
+                collection: self.collection.clone(),
+                problem: format!(
+                    "{} of {chunks} chunks have no vector from {} yet: stage what reembed_todo gives, then finish",
+                    chunks - staged,
+                    target.id
+                ),
+            });
+        }
+        batch.swap_in_staged_vectors()?;
+        batch.set_model_pin(store::PINNED, Some(&target))?;
+        batch.set_model_pin(store::REEMBED, None)?;
+        batch.commit()?;
+        self.pin = Some(target);
+        self.reembed_cursor = None;
+        self.rebuild_vectors()?;
+        self.vectors.commit(self.index_seq)
+    }
+
+    /// Commits the lexical index and the vector file, trims the change log
+    /// they now contain, and waits for background merges.
     pub fn finish(mut self) -> Result<(), Error> {
         self.commit_index()?;
         store::truncate_log(&self.db, self.index_seq)?;
@@ -466,7 +797,11 @@ impl Writer {
 
 /// Read-only search access to one collection.
 pub struct Reader {
+    collection: CollectionRef,
     lexical: LexicalIndex,
+    vectors_dir: PathBuf,
+    /// The vector file state dense searches use, mapped on the first one.
+    vectors: Mutex<Option<Arc<VectorSnapshot>>>,
 }
 
 impl Reader {
@@ -480,8 +815,53 @@ impl Reader {
         self.lexical.rank(query, k)
     }
 
+    /// The top `k` chunks by the inner product of their vector with `query`
+    /// (the cosine similarity, for a normalized model), best first, among the
+    /// documents `filter` lets through. An exact scan of every vector. The
+    /// query must come from the collection's model: check that with
+    /// [`Reader::check_model`].
+    pub fn dense(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredChunk>, Error> {
+        let snapshot = self.vectors()?;
+        let pin = snapshot
+            .pin
+            .as_ref()
+            .ok_or_else(|| Error::NoModel(self.collection.clone()))?;
+        vectors::check_vector(pin, query).map_err(|problem| Error::InvalidQuery {
+            collection: self.collection.clone(),
+            problem,
+        })?;
+        Ok(vectors::search(&snapshot, query, k, filter))
+    }
+
+    /// The model the collection's vectors come from, if it pins one.
+    pub fn model_pin(&self) -> Result<Option<ModelPin>, Error> {
+        Ok(self.vectors()?.pin.clone())
+    }
+
+    /// `Ok` when queries embedded with `model` can search this collection.
+    pub fn check_model(&self, model: &ModelPin) -> Result<(), Error> {
+        match self.model_pin()? {
+            Some(pinned) if pinned == *model => Ok(()),
+            Some(pinned) => Err(Error::model_mismatch(&self.collection, &pinned, model)),
+            None => Err(Error::NoModel(self.collection.clone())),
+        }
+    }
+
+    fn vectors(&self) -> Result<Arc<VectorSnapshot>, Error> {
+        let mut cached = self.vectors.lock().expect("vector snapshot lock poisoned");
+        if let Some(snapshot) = &*cached {
+            return Ok(snapshot.clone());
+        }
+        let snapshot =
+            VectorSnapshot::load(&self.vectors_dir)?.ok_or_else(|| Error::NoVectorFile(self.collection.clone()))?;
+        let snapshot = Arc::new(snapshot);
+        *cached = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
     /// Picks up commits made since the reader opened.
     pub fn refresh(&self) -> Result<(), Error> {
+        *self.vectors.lock().expect("vector snapshot lock poisoned") = None;
         self.lexical.reload()
     }
 }
@@ -492,12 +872,13 @@ pub struct Catalog {
     dir: PathBuf,
 }
 
-/// The result of [`Catalog::check`]: every way the store and the index
-/// disagree. Empty means consistent.
+/// The result of [`Catalog::check`]: every way the store and the derived
+/// indexes disagree. Empty means consistent.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
     pub documents: u64,
     pub chunks: u64,
+    pub vectors: u64,
     pub problems: Vec<String>,
 }
 
@@ -514,12 +895,45 @@ impl Catalog {
         store::list_sources(&self.db)
     }
 
+    /// The model the collection's vectors come from, if it pins one.
+    pub fn model_pin(&self) -> Result<Option<ModelPin>, Error> {
+        store::model_pin(&self.db, store::PINNED)
+    }
+
+    /// The model a re-embedding started and not yet finished moves to.
+    pub fn reembed_target(&self) -> Result<Option<ModelPin>, Error> {
+        store::model_pin(&self.db, store::REEMBED)
+    }
+
+    /// A document's vectors as stored, by chunk ordinal.
+    pub fn vectors(&self, document_id: &str) -> Result<Vec<(u32, Vec<f32>)>, Error> {
+        store::read_vectors(&self.db, document_id)
+    }
+
     /// Verifies that every document has exactly its chunks, in order, that
-    /// chunk text equals the document text at its span, and that the lexical
-    /// index holds exactly the stored chunks of every document.
+    /// chunk text equals the document text at its span, that the lexical
+    /// index holds exactly the stored chunks of every document, that every
+    /// chunk has a vector of the pinned model (none without a pin), and that
+    /// the vector file holds exactly the stored vectors.
     pub fn check(&self) -> Result<CheckReport, Error> {
         let mut report = CheckReport::default();
         let indexed = LexicalIndex::open(&self.dir.join("lexical"))?.chunk_counts()?;
+        let pin = self.model_pin()?;
+        let vector_file = VectorSnapshot::load(&self.dir.join("vectors"))?;
+        let mut in_file: HashMap<&str, &vectors::DocRecord> = HashMap::new();
+        match &vector_file {
+            None => report.problems.push("the vector file is missing".into()),
+            Some(snapshot) => {
+                if snapshot.pin != pin {
+                    report.problems.push(format!(
+                        "the vector file holds vectors of {}, the store of {}",
+                        describe_pin(snapshot.pin.as_ref()),
+                        describe_pin(pin.as_ref())
+                    ));
+                }
+                in_file = snapshot.docs.iter().map(|d| (d.id.as_str(), d)).collect();
+            }
+        }
         let mut stored_ids = std::collections::BTreeSet::new();
         for stored in self.documents()? {
             let doc = &stored.document;
@@ -554,6 +968,19 @@ impl Catalog {
                     doc.id, in_index, stored.chunk_count
                 ));
             }
+            let stored_vectors = self.vectors(&doc.id)?;
+            report.vectors += stored_vectors.len() as u64;
+            report
+                .problems
+                .extend(check_vectors(&doc.id, &chunks, &stored_vectors, pin.as_ref()));
+            if let Some(snapshot) = &vector_file {
+                report.problems.extend(check_vector_file(
+                    &doc.id,
+                    &stored_vectors,
+                    in_file.remove(doc.id.as_str()),
+                    snapshot.matrix(),
+                ));
+            }
         }
         for (id, count) in &indexed {
             if !stored_ids.contains(id) {
@@ -562,6 +989,73 @@ impl Catalog {
                     .push(format!("lexical index holds {count} chunks of unknown document {id}"));
             }
         }
+        for id in in_file.keys() {
+            report
+                .problems
+                .push(format!("the vector file holds vectors of unknown document {id}"));
+        }
         Ok(report)
     }
+}
+
+fn describe_pin(pin: Option<&ModelPin>) -> String {
+    pin.map_or_else(|| "no model".to_string(), ModelPin::to_string)
+}
+
+/// A document's stored vectors against its chunks and the pinned model.
+fn check_vectors(id: &str, chunks: &[Chunk], stored: &[(u32, Vec<f32>)], pin: Option<&ModelPin>) -> Vec<String> {
+    let Some(pin) = pin else {
+        return if stored.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "document {id} has {} vectors but the collection pins no model",
+                stored.len()
+            )]
+        };
+    };
+    let ordinals: Vec<u32> = chunks.iter().map(|c| c.ordinal).collect();
+    let vector_ordinals: Vec<u32> = stored.iter().map(|(o, _)| *o).collect();
+    let mut problems = Vec::new();
+    if ordinals != vector_ordinals {
+        problems.push(format!(
+            "document {id} has vectors for chunks {vector_ordinals:?}, but chunks {ordinals:?}"
+        ));
+    }
+    for (ordinal, vector) in stored {
+        if let Err(problem) = vectors::check_vector(pin, vector) {
+            problems.push(format!("document {id} chunk {ordinal} vector: {problem}"));
+        }
+    }
+    problems
+}
+
+/// A document's stored vectors against its rows in the vector file.
+fn check_vector_file(
+    id: &str,
+    stored: &[(u32, Vec<f32>)],
+    record: Option<&vectors::DocRecord>,
+    matrix: &[f32],
+) -> Option<String> {
+    let Some(record) = record else {
+        return (!stored.is_empty()).then(|| format!("document {id} has no rows in the vector file"));
+    };
+    let ordinals: Vec<u32> = stored.iter().map(|(o, _)| *o).collect();
+    if record.ordinals != ordinals {
+        return Some(format!(
+            "document {id} has rows for chunks {:?} in the vector file, vectors for {ordinals:?} in the store",
+            record.ordinals
+        ));
+    }
+    let first = record.first_row as usize;
+    for (i, (ordinal, vector)) in stored.iter().enumerate() {
+        let dimension = vector.len();
+        let row = matrix.get((first + i) * dimension..(first + i + 1) * dimension);
+        if row != Some(vector.as_slice()) {
+            return Some(format!(
+                "document {id} chunk {ordinal} differs between the vector file and the store"
+            ));
+        }
+    }
+    None
 }

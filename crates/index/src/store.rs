@@ -4,24 +4,38 @@
 //! - `documents`: id → [`StoredDocument`] (JSON)
 //! - `chunks`: (id, ordinal) → [`Chunk`] (JSON)
 //! - `sources`: source path → [`SourceRecord`] (JSON)
+//! - `vectors`: (id, ordinal) → the chunk's embedding, little-endian f32;
+//!   present for every chunk exactly when the collection pins a model
+//! - `reembed_vectors`: (id, ordinal) → the chunk's embedding by the model a
+//!   re-embedding migrates to, staged until the migration commits
+//! - `model`: `pinned` → the [`ModelPin`] of `vectors`; `reembed` → the pin
+//!   of `reembed_vectors` (JSON)
 //! - `oplog`: sequence number → id of the document changed (added, replaced
 //!   or removed) at that step; derived indexes replay it to catch up
-//! - `meta`: `next_seq`
+//! - `meta`: `next_seq`; `log_trimmed`, the sequence number up to which the
+//!   oplog has been dropped (a derived index stamped below it must rebuild)
 //!
-//! A document and all its chunks are written in one transaction, so no
-//! reader can ever see half a document.
+//! A document, all its chunks and all their vectors are written in one
+//! transaction, so no reader can ever see half a document.
 
 use knowhow_core::{Chunk, Document};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, ModelPin};
 
 pub(crate) const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
 pub(crate) const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("chunks");
 pub(crate) const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
 pub(crate) const OPLOG: TableDefinition<u64, &str> = TableDefinition::new("oplog");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const VECTORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("vectors");
+pub(crate) const REEMBED_VECTORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("reembed_vectors");
+pub(crate) const MODEL: TableDefinition<&str, &[u8]> = TableDefinition::new("model");
+
+/// Keys of the `model` table.
+pub(crate) const PINNED: &str = "pinned";
+pub(crate) const REEMBED: &str = "reembed";
 
 /// A document as stored: the document itself plus bookkeeping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,8 +78,90 @@ pub(crate) fn create_tables(db: &redb::Database) -> Result<(), Error> {
     txn.open_table(SOURCES)?;
     txn.open_table(OPLOG)?;
     txn.open_table(META)?;
+    txn.open_table(VECTORS)?;
+    txn.open_table(REEMBED_VECTORS)?;
+    txn.open_table(MODEL)?;
     txn.commit()?;
     Ok(())
+}
+
+/// A vector as stored: its f32 values, little-endian.
+pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>, Error> {
+    let values = bytes.chunks_exact(4);
+    if !values.remainder().is_empty() {
+        return Err(Error::Corrupt(format!(
+            "a stored vector has {} bytes, not a multiple of 4",
+            bytes.len()
+        )));
+    }
+    Ok(values.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// The model pin stored under `key` of the `model` table.
+pub(crate) fn model_pin(db: &impl ReadableDatabase, key: &str) -> Result<Option<ModelPin>, Error> {
+    let txn = db.begin_read()?;
+    let model = txn.open_table(MODEL)?;
+    let pin = model.get(key)?;
+    pin.map(|v| decode(v.value(), "model pin")).transpose()
+}
+
+/// A document's bookkeeping and, in ordinal order, its chunks' ordinals and
+/// vectors: what the vector file needs.
+pub(crate) type DocumentVectors = (StoredDocument, Vec<u32>, Vec<Vec<f32>>);
+
+pub(crate) fn read_document_vectors(db: &impl ReadableDatabase, id: &str) -> Result<Option<DocumentVectors>, Error> {
+    let txn = db.begin_read()?;
+    let documents = txn.open_table(DOCUMENTS)?;
+    let Some(stored) = documents.get(id)? else {
+        return Ok(None);
+    };
+    let stored = decode(stored.value(), "document")?;
+    let (ordinals, vectors) = vectors_of(&txn.open_table(VECTORS)?, id)?;
+    Ok(Some((stored, ordinals, vectors)))
+}
+
+/// Calls `f` with every document that has vectors, in id order, from one
+/// consistent snapshot of the store.
+pub(crate) fn for_each_document_vectors(
+    db: &impl ReadableDatabase,
+    mut f: impl FnMut(DocumentVectors) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let txn = db.begin_read()?;
+    let documents = txn.open_table(DOCUMENTS)?;
+    let vectors = txn.open_table(VECTORS)?;
+    for entry in documents.iter()? {
+        let (id, stored) = entry?;
+        let (ordinals, vecs) = vectors_of(&vectors, id.value())?;
+        if !ordinals.is_empty() {
+            f((decode(stored.value(), "document")?, ordinals, vecs))?;
+        }
+    }
+    Ok(())
+}
+
+fn vectors_of(
+    table: &impl ReadableTable<(&'static str, u32), &'static [u8]>,
+    id: &str,
+) -> Result<(Vec<u32>, Vec<Vec<f32>>), Error> {
+    let mut ordinals = Vec::new();
+    let mut vectors = Vec::new();
+    for entry in table.range((id, 0u32)..=(id, u32::MAX))? {
+        let (key, value) = entry?;
+        ordinals.push(key.value().1);
+        vectors.push(decode_vector(value.value())?);
+    }
+    Ok((ordinals, vectors))
+}
+
+/// Every stored vector of a document, by ordinal (for integrity checks).
+pub(crate) fn read_vectors(db: &impl ReadableDatabase, id: &str) -> Result<Vec<(u32, Vec<f32>)>, Error> {
+    let txn = db.begin_read()?;
+    let (ordinals, vectors) = vectors_of(&txn.open_table(VECTORS)?, id)?;
+    Ok(ordinals.into_iter().zip(vectors).collect())
 }
 
 /// Read access shared by the writer and read-only handles.
@@ -86,6 +182,13 @@ pub(crate) fn read_document(
         out.push(decode(value.value(), "chunk")?);
     }
     Ok(Some((stored, out)))
+}
+
+pub(crate) fn stored_document(db: &impl ReadableDatabase, id: &str) -> Result<Option<StoredDocument>, Error> {
+    let txn = db.begin_read()?;
+    let documents = txn.open_table(DOCUMENTS)?;
+    let stored = documents.get(id)?;
+    stored.map(|v| decode(v.value(), "document")).transpose()
 }
 
 pub(crate) fn list_documents(db: &impl ReadableDatabase) -> Result<Vec<StoredDocument>, Error> {
@@ -153,14 +256,26 @@ impl Batch {
         Ok(())
     }
 
-    /// Writes a document and its chunks, replacing any previous version.
-    pub(crate) fn put_document(&mut self, stored: &StoredDocument, chunks: &[Chunk]) -> Result<(), Error> {
+    /// Writes a document, its chunks and their vectors (one per chunk, in
+    /// order, already validated), replacing any previous version.
+    pub(crate) fn put_document(
+        &mut self,
+        stored: &StoredDocument,
+        chunks: &[Chunk],
+        vectors: Option<&[Vec<f32>]>,
+    ) -> Result<(), Error> {
         let id = stored.document.id.as_str();
         self.delete_chunks(id)?;
         {
             let mut table = self.txn.open_table(CHUNKS)?;
             for chunk in chunks {
                 table.insert((id, chunk.ordinal), encode(chunk).as_slice())?;
+            }
+        }
+        if let Some(vectors) = vectors {
+            let mut table = self.txn.open_table(VECTORS)?;
+            for (chunk, vector) in chunks.iter().zip(vectors) {
+                table.insert((id, chunk.ordinal), encode_vector(vector).as_slice())?;
             }
         }
         self.txn.open_table(DOCUMENTS)?.insert(id, encode(stored).as_slice())?;
@@ -177,9 +292,74 @@ impl Batch {
         Ok(existed)
     }
 
+    /// Deletes a document's chunks, their vectors, and any vectors staged for
+    /// them by a re-embedding (they were computed from the old text).
     fn delete_chunks(&mut self, id: &str) -> Result<(), Error> {
-        let mut table = self.txn.open_table(CHUNKS)?;
-        table.retain_in((id, 0u32)..=(id, u32::MAX), |_, _| false)?;
+        let range = (id, 0u32)..=(id, u32::MAX);
+        self.txn.open_table(CHUNKS)?.retain_in(range.clone(), |_, _| false)?;
+        self.txn.open_table(VECTORS)?.retain_in(range.clone(), |_, _| false)?;
+        self.txn.open_table(REEMBED_VECTORS)?.retain_in(range, |_, _| false)?;
+        Ok(())
+    }
+
+    pub(crate) fn model_pin(&self, key: &str) -> Result<Option<ModelPin>, Error> {
+        let model = self.txn.open_table(MODEL)?;
+        let pin = model.get(key)?;
+        pin.map(|v| decode(v.value(), "model pin")).transpose()
+    }
+
+    pub(crate) fn set_model_pin(&mut self, key: &str, pin: Option<&ModelPin>) -> Result<(), Error> {
+        let mut model = self.txn.open_table(MODEL)?;
+        match pin {
+            Some(pin) => model.insert(key, encode(pin).as_slice())?,
+            None => model.remove(key)?,
+        };
+        Ok(())
+    }
+
+    pub(crate) fn document_count(&self) -> Result<u64, Error> {
+        Ok(self.txn.open_table(DOCUMENTS)?.len()?)
+    }
+
+    /// The stored text of a chunk, if it exists.
+    pub(crate) fn chunk_text(&self, id: &str, ordinal: u32) -> Result<Option<String>, Error> {
+        let chunks = self.txn.open_table(CHUNKS)?;
+        let chunk = chunks.get((id, ordinal))?;
+        chunk
+            .map(|v| decode::<Chunk>(v.value(), "chunk").map(|c| c.text))
+            .transpose()
+    }
+
+    pub(crate) fn stage_vector(&mut self, id: &str, ordinal: u32, vector: &[f32]) -> Result<(), Error> {
+        self.txn
+            .open_table(REEMBED_VECTORS)?
+            .insert((id, ordinal), encode_vector(vector).as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn clear_staged_vectors(&mut self) -> Result<(), Error> {
+        self.txn.open_table(REEMBED_VECTORS)?.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// (chunks, staged vectors) counts.
+    pub(crate) fn reembed_counts(&self) -> Result<(u64, u64), Error> {
+        Ok((
+            self.txn.open_table(CHUNKS)?.len()?,
+            self.txn.open_table(REEMBED_VECTORS)?.len()?,
+        ))
+    }
+
+    /// Replaces every vector by its staged one and empties the staging table.
+    pub(crate) fn swap_in_staged_vectors(&mut self) -> Result<(), Error> {
+        let mut vectors = self.txn.open_table(VECTORS)?;
+        vectors.retain(|_, _| false)?;
+        let mut staged = self.txn.open_table(REEMBED_VECTORS)?;
+        for entry in staged.iter()? {
+            let (key, value) = entry?;
+            vectors.insert(key.value(), value.value())?;
+        }
+        staged.retain(|_, _| false)?;
         Ok(())
     }
 
@@ -196,6 +376,35 @@ impl Batch {
         self.txn.commit()?;
         Ok(self.next_seq - 1)
     }
+}
+
+/// Chunks in key order after `after` (from the first when `None`) that have
+/// no vector staged by a re-embedding yet, at most `limit`; and whether the
+/// scan reached the last chunk.
+pub(crate) fn unstaged_chunks(
+    db: &impl ReadableDatabase,
+    after: Option<(&str, u32)>,
+    limit: usize,
+) -> Result<(Vec<Chunk>, bool), Error> {
+    use std::ops::Bound;
+    let txn = db.begin_read()?;
+    let chunks = txn.open_table(CHUNKS)?;
+    let staged = txn.open_table(REEMBED_VECTORS)?;
+    let range = match after {
+        Some(key) => chunks.range::<(&str, u32)>((Bound::Excluded(key), Bound::Unbounded))?,
+        None => chunks.range::<(&str, u32)>(..)?,
+    };
+    let mut out = Vec::new();
+    for entry in range {
+        if out.len() == limit {
+            return Ok((out, false));
+        }
+        let (key, value) = entry?;
+        if staged.get(key.value())?.is_none() {
+            out.push(decode(value.value(), "chunk")?);
+        }
+    }
+    Ok((out, true))
 }
 
 /// Document ids changed after `seq`, in log order, without repeats; and the
@@ -223,10 +432,23 @@ pub(crate) fn last_seq(db: &impl ReadableDatabase) -> Result<u64, Error> {
     Ok(next - 1)
 }
 
-/// Drops log entries up to `seq`, once every derived index contains them.
+/// The sequence number up to which the log has been dropped (0: nothing).
+pub(crate) fn log_trimmed(db: &impl ReadableDatabase) -> Result<u64, Error> {
+    let txn = db.begin_read()?;
+    let trimmed = txn.open_table(META)?.get("log_trimmed")?.map_or(0, |v| v.value());
+    Ok(trimmed)
+}
+
+/// Drops log entries up to `seq`, once every derived index contains them,
+/// and records how far the log now reaches back.
 pub(crate) fn truncate_log(db: &redb::Database, seq: u64) -> Result<(), Error> {
     let txn = db.begin_write()?;
     txn.open_table(OPLOG)?.retain_in(..=seq, |_, _| false)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let trimmed = meta.get("log_trimmed")?.map_or(0, |v| v.value());
+        meta.insert("log_trimmed", trimmed.max(seq))?;
+    }
     txn.commit()?;
     Ok(())
 }

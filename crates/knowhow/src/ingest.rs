@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
-use knowhow_core::{Chunk, Document};
-use knowhow_index::{Applied, SourceRecord, SourceUpdate, Writer};
+use knowhow_index::{Applied, DocumentUpdate, SourceRecord, SourceUpdate, Writer};
 use knowhow_ingest::chunk::{chunk_document, estimate_tokens, ChunkOptions};
 use knowhow_ingest::load::{load_bytes, Format, LoadOptions, RowError, RowFields};
 use knowhow_ingest::walk::{walk, SkipReason, WalkOptions};
@@ -269,15 +268,19 @@ fn prepare(
     if !loaded.row_errors.is_empty() {
         record.file_hash = None;
     }
-    let documents: Vec<(Document, Vec<Chunk>)> = loaded
+    let documents: Vec<DocumentUpdate> = loaded
         .documents
         .into_par_iter()
-        .map(|doc| {
-            let chunks = chunk_document(&doc, chunk_options, &estimate_tokens);
-            (doc, chunks)
+        .map(|document| {
+            let chunks = chunk_document(&document, chunk_options, &estimate_tokens);
+            DocumentUpdate {
+                document,
+                chunks,
+                vectors: None,
+            }
         })
         .collect();
-    let chunks = documents.iter().map(|(_, c)| c.len() as u64).sum();
+    let chunks = documents.iter().map(|d| d.chunks.len() as u64).sum();
     Prepared::Update {
         update: SourceUpdate {
             source,

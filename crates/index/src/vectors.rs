@@ -1,0 +1,219 @@
+//! Dense vectors: the embedding model a collection is pinned to, the checks
+//! every vector passes on its way in, and exact search over them.
+//!
+//! The store holds one vector per chunk (table `vectors`), written in the same
+//! transaction as the chunk, for every chunk exactly when the collection pins
+//! a model ([`ModelPin`]); so an acknowledged document always has its vectors.
+//! Searches read a derived flat file instead ([`file`]): stamped with the
+//! store's sequence number and model pin, caught up from the store's change
+//! log, rebuilt from the store when missing or inconsistent.
+
+mod file;
+mod scan;
+
+use std::fmt;
+
+use knowhow_core::Metadata;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ScoredChunk};
+
+pub(crate) use file::{stamp, DocRecord, VectorSnapshot, VectorWriter};
+
+/// The embedding model whose vectors a collection holds. Vectors of two
+/// models are not comparable, so a collection takes vectors and queries from
+/// its pinned model only; moving to another is a re-embedding
+/// ([`crate::Writer::start_reembed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPin {
+    /// The model's name, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+    pub id: String,
+    /// Values per vector.
+    pub dimension: u32,
+    /// How token embeddings become one vector, e.g. `mean` or `cls`.
+    pub pooling: String,
+    /// Whether vectors have unit length (then the inner product is the
+    /// cosine similarity).
+    pub normalized: bool,
+    /// Checksum of the weights (e.g. the sha256 of `model.safetensors`).
+    pub checksum: String,
+}
+
+impl fmt::Display for ModelPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let checksum: String = self.checksum.chars().take(12).collect();
+        write!(
+            f,
+            "{} ({} dimensions, {} pooling, {}, checksum {checksum})",
+            self.id,
+            self.dimension,
+            self.pooling,
+            if self.normalized {
+                "normalized"
+            } else {
+                "not normalized"
+            },
+        )
+    }
+}
+
+impl ModelPin {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.id.is_empty() || self.dimension == 0 {
+            return Err(Error::InvalidModelPin(format!(
+                "a model pin needs an id and a dimension above 0, got {self}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which documents a dense search may return: every `(key, value)` in
+/// `metadata` must match the document's metadata. A value matches a string
+/// equal to it, a number or boolean written the same way (`"2021"` matches
+/// `2021`), or an array with a matching element.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Filter {
+    pub fn matches(&self, metadata: &Metadata) -> bool {
+        self.metadata
+            .iter()
+            .all(|(key, want)| metadata.get(key).is_some_and(|value| value_matches(value, want)))
+    }
+}
+
+fn value_matches(value: &serde_json::Value, want: &str) -> bool {
+    match value {
+        serde_json::Value::String(s) => s == want,
+        serde_json::Value::Number(n) => n.to_string() == want,
+        serde_json::Value::Bool(b) => b.to_string() == want,
+        serde_json::Value::Array(items) => items.iter().any(|item| value_matches(item, want)),
+        serde_json::Value::Null | serde_json::Value::Object(_) => false,
+    }
+}
+
+/// Checks the vectors given with a document against the collection's model:
+/// present exactly when it pins one, one per chunk, of its dimension, finite.
+pub(crate) fn validate(
+    pin: Option<&ModelPin>,
+    document: &str,
+    chunks: usize,
+    vectors: Option<&[Vec<f32>]>,
+) -> Result<(), Error> {
+    let invalid = |problem: String| Error::InvalidVectors {
+        document: document.to_string(),
+        problem,
+    };
+    match (pin, vectors) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(invalid(
+            "the collection has no embedding model, so it takes no vectors: pin the model first \
+             (Writer::pin_model), or ingest without vectors"
+                .into(),
+        )),
+        (Some(pin), None) => Err(invalid(format!(
+            "the collection is embedded with {pin}, so every chunk needs its vector, and none were given"
+        ))),
+        (Some(pin), Some(vectors)) => {
+            if vectors.len() != chunks {
+                return Err(invalid(format!("{} vectors for {chunks} chunks", vectors.len())));
+            }
+            for (ordinal, vector) in vectors.iter().enumerate() {
+                check_vector(pin, vector).map_err(|problem| invalid(format!("chunk {ordinal}: {problem}")))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `Err(problem)` unless `vector` has the pinned dimension and finite values.
+pub(crate) fn check_vector(pin: &ModelPin, vector: &[f32]) -> Result<(), String> {
+    if vector.len() != pin.dimension as usize {
+        return Err(format!("{} values, but {} has {}", vector.len(), pin.id, pin.dimension));
+    }
+    match vector.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(format!("value {i} is {}", vector[i])),
+        None => Ok(()),
+    }
+}
+
+/// The `k` chunks of `snapshot` whose vectors have the highest inner product
+/// with `query` (which has the pinned dimension), best first, among the
+/// documents `filter` lets through.
+pub(crate) fn search(snapshot: &VectorSnapshot, query: &[f32], k: usize, filter: Option<&Filter>) -> Vec<ScoredChunk> {
+    let spans: Vec<scan::Span> = snapshot
+        .docs
+        .iter()
+        .enumerate()
+        .filter(|(_, doc)| filter.is_none_or(|f| f.matches(&doc.metadata)))
+        .map(|(i, doc)| scan::Span {
+            doc: i,
+            first_row: doc.first_row as usize,
+            rows: doc.ordinals.len(),
+        })
+        .collect();
+    scan::top_k(snapshot.matrix(), query.len(), &spans, query, k)
+        .into_iter()
+        .map(|c| {
+            let doc = &snapshot.docs[c.doc];
+            ScoredChunk {
+                document_id: doc.id.clone(),
+                ordinal: doc.ordinals[c.row - doc.first_row as usize],
+                score: c.score,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(dimension: u32) -> ModelPin {
+        ModelPin {
+            id: "test-model".into(),
+            dimension,
+            pooling: "mean".into(),
+            normalized: true,
+            checksum: "0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn filter_matches_strings_numbers_booleans_and_array_elements() {
+        let metadata: Metadata =
+            serde_json::from_str(r#"{"lang":"en","year":2021,"draft":false,"tags":["a","b"]}"#).expect("valid JSON");
+        let filter = |pairs: &[(&str, &str)]| Filter {
+            metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        assert!(filter(&[]).matches(&metadata));
+        assert!(filter(&[("lang", "en"), ("year", "2021")]).matches(&metadata));
+        assert!(filter(&[("draft", "false"), ("tags", "b")]).matches(&metadata));
+        assert!(!filter(&[("lang", "en"), ("year", "2020")]).matches(&metadata));
+        assert!(!filter(&[("missing", "x")]).matches(&metadata));
+    }
+
+    #[test]
+    fn validation_names_the_document_chunk_and_problem() {
+        let p = pin(3);
+        let ok = [vec![0.0, 0.6, 0.8]];
+        assert!(validate(Some(&p), "d", 1, Some(&ok)).is_ok());
+        assert!(validate(None, "d", 1, None).is_ok());
+        let message = |r: Result<(), Error>| r.expect_err("invalid").to_string();
+        let wrong_dim = message(validate(Some(&p), "doc-7", 1, Some(&[vec![1.0, 0.0]])));
+        assert!(wrong_dim.contains("doc-7") && wrong_dim.contains("chunk 0") && wrong_dim.contains("2 values"));
+        let nan = message(validate(
+            Some(&p),
+            "d",
+            2,
+            Some(&[ok[0].clone(), vec![0.0, f32::NAN, 1.0]]),
+        ));
+        assert!(nan.contains("chunk 1") && nan.contains("value 1 is NaN"), "{nan}");
+        assert!(message(validate(Some(&p), "d", 2, Some(&ok))).contains("1 vectors for 2 chunks"));
+        assert!(message(validate(Some(&p), "d", 1, None)).contains("test-model"));
+        assert!(message(validate(None, "d", 1, Some(&ok))).contains("no embedding model"));
+    }
+}
