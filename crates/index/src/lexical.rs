@@ -20,7 +20,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::Error;
 
@@ -342,32 +342,114 @@ impl LexicalIndex {
         let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
         let mut snippets = SnippetGenerator::create(&searcher, &*query, self.fields.text)?;
         snippets.set_max_num_chars(240);
-        let f = self.fields;
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;
-            let text_of = |field: Field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            let snippet = snippets.snippet_from_doc(&doc);
-            let heading = text_of(f.heading);
-            hits.push(Hit {
-                document_id: text_of(f.doc_id),
-                ordinal: doc.get_first(f.ordinal).and_then(|v| v.as_u64()).unwrap_or(0) as u32,
-                score,
-                title: text_of(f.title),
-                source: text_of(f.source),
-                heading_path: if heading.is_empty() {
-                    Vec::new()
-                } else {
-                    heading.split('\u{1f}').map(String::from).collect()
-                },
-                pages: parse_pages(&text_of(f.pages)),
-                snippet: Snippet {
-                    text: snippet.fragment().to_string(),
-                    highlights: snippet.highlighted().iter().map(|r| (r.start, r.end)).collect(),
-                },
-            });
+            hits.push(self.hit(&doc, score, Some(&snippets)));
         }
         Ok(hits)
+    }
+
+    /// Display hits for chunks ranked elsewhere (dense or fused retrieval),
+    /// in the given order, with snippets around `query`'s terms where the
+    /// chunk has them (else the chunk's opening). Chunks no longer in the
+    /// index are left out.
+    pub(crate) fn hits(&self, query: &str, chunks: &[ScoredChunk]) -> Result<Vec<Hit>, Error> {
+        let searcher = self.reader.searcher();
+        let keys = self.chunk_keys(&searcher)?;
+        let snippets = match self.query(query) {
+            Some(query) => {
+                let mut generator = SnippetGenerator::create(&searcher, &*query, self.fields.text)?;
+                generator.set_max_num_chars(240);
+                Some(generator)
+            }
+            None => None,
+        };
+        let mut hits = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let Some(address) = self.address(&searcher, &keys, &chunk.document_id, chunk.ordinal)? else {
+                continue;
+            };
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let mut hit = self.hit(&doc, chunk.score, snippets.as_ref());
+            if hit.snippet.text.is_empty() {
+                hit.snippet.text = opening(&self.stored_text(&doc, self.fields.text), 240);
+            }
+            hits.push(hit);
+        }
+        Ok(hits)
+    }
+
+    /// The text of each chunk, `None` for a chunk not in the index.
+    pub(crate) fn chunk_texts(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<String>>, Error> {
+        let searcher = self.reader.searcher();
+        let keys = self.chunk_keys(&searcher)?;
+        chunks
+            .iter()
+            .map(|(id, ordinal)| {
+                let Some(address) = self.address(&searcher, &keys, id, *ordinal)? else {
+                    return Ok(None);
+                };
+                let doc: TantivyDocument = searcher.doc(address)?;
+                Ok(Some(self.stored_text(&doc, self.fields.text)))
+            })
+            .collect()
+    }
+
+    /// Where chunk (`document_id`, `ordinal`) lives: the document id's
+    /// postings list names its chunks, the cached keys give their ordinals.
+    fn address(
+        &self,
+        searcher: &tantivy::Searcher,
+        keys: &ChunkKeys,
+        document_id: &str,
+        ordinal: u32,
+    ) -> Result<Option<DocAddress>, Error> {
+        let term = Term::from_field_text(self.fields.doc_id, document_id);
+        for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let inverted = segment.inverted_index(self.fields.doc_id)?;
+            let Some(mut postings) = inverted.read_postings(&term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let alive = segment.alive_bitset();
+            let mut doc = postings.doc();
+            while doc != tantivy::TERMINATED {
+                if keys.segments[segment_ord][doc as usize].1 == ordinal && alive.is_none_or(|a| a.is_alive(doc)) {
+                    return Ok(Some(DocAddress::new(segment_ord as u32, doc)));
+                }
+                doc = postings.advance();
+            }
+        }
+        Ok(None)
+    }
+
+    fn stored_text(&self, doc: &TantivyDocument, field: Field) -> String {
+        doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_string()
+    }
+
+    /// A hit from a stored chunk.
+    fn hit(&self, doc: &TantivyDocument, score: f32, snippets: Option<&SnippetGenerator>) -> Hit {
+        let f = self.fields;
+        let heading = self.stored_text(doc, f.heading);
+        let snippet = snippets.map(|g| g.snippet_from_doc(doc));
+        Hit {
+            document_id: self.stored_text(doc, f.doc_id),
+            ordinal: doc.get_first(f.ordinal).and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+            score,
+            title: self.stored_text(doc, f.title),
+            source: self.stored_text(doc, f.source),
+            heading_path: if heading.is_empty() {
+                Vec::new()
+            } else {
+                heading.split('\u{1f}').map(String::from).collect()
+            },
+            pages: parse_pages(&self.stored_text(doc, f.pages)),
+            snippet: Snippet {
+                text: snippet.as_ref().map_or_else(String::new, |s| s.fragment().to_string()),
+                highlights: snippet
+                    .map_or_else(Vec::new, |s| s.highlighted().iter().map(|r| (r.start, r.end)).collect()),
+            },
+        }
     }
 
     /// Makes the latest commit visible to searches.
@@ -403,6 +485,17 @@ fn chunk_keys(searcher: &tantivy::Searcher) -> Result<Vec<Vec<ChunkKey>>, Error>
         segments.push(keys);
     }
     Ok(segments)
+}
+
+/// The first `max_chars` characters of `text`, cut at a word boundary.
+fn opening(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_string(),
+        Some((end, _)) => {
+            let cut = text[..end].rfind(char::is_whitespace).unwrap_or(end);
+            format!("{}…", text[..cut].trim_end())
+        }
+    }
 }
 
 fn parse_pages(pages: &str) -> Option<(u32, u32)> {

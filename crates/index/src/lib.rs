@@ -810,6 +810,18 @@ impl Reader {
         self.lexical.search(query, k)
     }
 
+    /// Display hits (source, heading, pages, snippet) for chunks ranked by
+    /// another retriever, in the given order; `query` picks the snippet.
+    pub fn hits(&self, query: &str, chunks: &[ScoredChunk]) -> Result<Vec<Hit>, Error> {
+        self.lexical.hits(query, chunks)
+    }
+
+    /// The text of each (document id, ordinal) chunk; `None` where the
+    /// chunk is not in the collection (removed since it was ranked).
+    pub fn chunk_texts(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<String>>, Error> {
+        self.lexical.chunk_texts(chunks)
+    }
+
     /// BM25 top `k` chunks, ids and scores only (fast; for evaluation).
     pub fn rank(&self, query: &str, k: usize) -> Result<Vec<ScoredChunk>, Error> {
         self.lexical.rank(query, k)

@@ -181,14 +181,14 @@ fn check(context: &Context) -> anyhow::Result<ExitCode> {
         output::json_line(&serde_json::to_value(&report)?);
     } else {
         println!(
-            "{}: {} documents, {} chunks",
-            context.collection, report.documents, report.chunks
+            "{}: {} documents, {} chunks, {} vectors",
+            context.collection, report.documents, report.chunks, report.vectors
         );
         for problem in &report.problems {
             println!("  problem: {problem}");
         }
         if report.problems.is_empty() {
-            println!("store and lexical index agree");
+            println!("store, lexical index and vectors agree");
         }
     }
     Ok(if report.problems.is_empty() {

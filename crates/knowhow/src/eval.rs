@@ -10,21 +10,22 @@ use knowhow_core::CollectionRef;
 use knowhow_eval::{beir, evaluate, Run};
 use serde_json::json;
 
-use crate::search::Mode;
-use crate::{ingest, output, Context};
+use crate::search::{mode_name, Mode, RetrievalArgs, Retriever};
+use crate::{embedding, ingest, output, Context};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Evaluate retrieval on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)
     ///
     /// The corpus is ingested into namespace `beir`, collection named after the
-    /// folder (a second run skips ingestion), every judged query of the split
+    /// folder (lexical mode), or after the folder and the embedding model
+    /// (other modes); a second run skips ingestion. Every judged query of the split
     /// is run, chunk hits are mapped to documents (best chunk per document),
     /// and nDCG@10, Recall@100 and MRR@10 are computed as trec_eval does.
     Beir {
         dir: PathBuf,
-        #[arg(long, value_enum, default_value = "lexical")]
-        mode: Mode,
+        #[command(flatten)]
+        retrieval: RetrievalArgs,
         #[arg(long, default_value = "test")]
         split: String,
         /// Also report ingest and query timings (adds a "timings" key to --json)
@@ -36,11 +37,11 @@ pub enum Command {
 pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let Command::Beir {
         dir,
-        mode,
+        mut retrieval,
         split,
         timings,
     } = command;
-    let Mode::Lexical = mode;
+    let mode = *retrieval.mode.get_or_insert(Mode::Lexical);
     let dataset = beir::load(&dir, &split).map_err(anyhow::Error::msg)?;
     let name = dir
         .canonicalize()
@@ -51,6 +52,19 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_")
         })
         .unwrap_or_else(|| "dataset".into());
+    // Lexical evaluation needs no vectors: it keeps its own collection, so it
+    // never waits for embeddings.
+    let embed_model = match mode {
+        Mode::Lexical => embedding::NONE.to_string(),
+        _ => retrieval
+            .embed_model
+            .clone()
+            .unwrap_or_else(|| knowhow_hub::DEFAULT_EMBEDDING_MODEL.to_string()),
+    };
+    let name = match mode {
+        Mode::Lexical => name,
+        _ => format!("{name}--{}", slug(&embed_model)),
+    };
     let collection = CollectionRef::new("beir", &name)?;
     let beir_context = Context {
         home: context.home.clone(),
@@ -65,8 +79,9 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
         text_field: Some("text".into()),
         title_field: Some("title".into()),
         max_file_size: u64::MAX,
-        chunk_tokens: 512,
         chunk_overlap: 64,
+        embed_model: Some(embed_model),
+        embed_batch: 32,
         ..ingest::Args::default()
     };
     let summary = ingest::ingest(&beir_context, &args, false)?;
@@ -79,21 +94,28 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let ingest_seconds = started.elapsed().as_secs_f64();
 
     let reader = context.home.open_reader(&collection)?;
+    let retriever = Retriever::new(&beir_context, &reader, &retrieval)?;
     let started = Instant::now();
     let bar = output::progress(dataset.queries.len() as u64, context.json, "querying");
     let mut runs: HashMap<String, Run> = HashMap::with_capacity(dataset.queries.len());
+    let mut latencies = Vec::with_capacity(dataset.queries.len());
     for (id, text) in &dataset.queries {
-        runs.insert(id.clone(), top_documents(&reader, text, 100)?);
+        let query_started = Instant::now();
+        runs.insert(id.clone(), top_documents(&retriever, &reader, text, 100)?);
+        latencies.push(query_started.elapsed().as_secs_f64() * 1000.0);
         bar.inc(1);
     }
     bar.finish_and_clear();
     let query_seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
     let scores = evaluate(&dataset.qrels, &runs);
 
     let timing = json!({
         "ingest_seconds": ingest_seconds,
         "query_seconds": query_seconds,
         "queries_per_second": dataset.queries.len() as f64 / query_seconds.max(1e-9),
+        "latency_ms_p50": percentile(&latencies, 0.50),
+        "latency_ms_p95": percentile(&latencies, 0.95),
         "ingested_documents": summary.documents_added + summary.documents_updated,
     });
     if context.json {
@@ -104,16 +126,21 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
         output::json_line(&value);
     } else {
         println!(
-            "{} ({} split, {} queries, mode lexical)",
+            "{} ({} split, {} queries, mode {})",
             dir.display(),
             split,
-            scores.queries
+            scores.queries,
+            mode_name(retriever.mode)
         );
         println!("  nDCG@10    {:.4}", scores.ndcg_at_10);
         println!("  Recall@100 {:.4}", scores.recall_at_100);
         println!("  MRR@10     {:.4}", scores.mrr_at_10);
         if timings {
-            println!("  ingest {ingest_seconds:.2}s, queries {query_seconds:.3}s");
+            println!(
+                "  ingest {ingest_seconds:.2}s, queries {query_seconds:.3}s, latency p50 {:.2} ms, p95 {:.2} ms",
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.95)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -122,12 +149,12 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
 /// The `k` best documents for a query: chunk hits mapped to their document,
 /// each document scored by its best chunk. Fetches more chunks until `k`
 /// distinct documents are found or the index runs out.
-fn top_documents(reader: &knowhow_index::Reader, query: &str, k: usize) -> anyhow::Result<Run> {
+fn top_documents(retriever: &Retriever, reader: &knowhow_index::Reader, query: &str, k: usize) -> anyhow::Result<Run> {
     // Chunks per document average a little over one, so 1.5k chunks usually
     // hold k documents; a larger top-k costs tantivy more than the rare retry.
     let mut limit = k * 3 / 2;
     loop {
-        let chunks = reader.rank(query, limit)?;
+        let chunks = retriever.retrieve(reader, query, limit)?;
         let mut best: Vec<(String, f32)> = Vec::with_capacity(k);
         let mut seen = std::collections::HashSet::new();
         for chunk in &chunks {
@@ -142,5 +169,48 @@ fn top_documents(reader: &knowhow_index::Reader, query: &str, k: usize) -> anyho
             return Ok(best);
         }
         limit *= 4;
+    }
+}
+
+/// The value below which `fraction` of the sorted `values` fall (nearest rank).
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (fraction * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A model spec as part of a collection name: lowercase letters, digits, `-`.
+fn slug(spec: &str) -> String {
+    let tail = spec.trim_end_matches('/').rsplit(['/', '#']).next().unwrap_or(spec);
+    tail.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), 10.0);
+        assert_eq!(percentile(&values, 0.95), 19.0);
+        assert_eq!(percentile(&[3.0], 0.95), 3.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn model_specs_become_collection_name_parts() {
+        assert_eq!(slug("all-MiniLM-L6-v2"), "all-minilm-l6-v2");
+        assert_eq!(slug("BAAI/bge-small-en-v1.5"), "bge-small-en-v1-5");
+        assert_eq!(slug("/models/minilm/"), "minilm");
+        assert_eq!(
+            slug("openai:http://h:8000/v1#text-embedding-3-small"),
+            "text-embedding-3-small"
+        );
     }
 }

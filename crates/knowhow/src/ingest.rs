@@ -13,11 +13,11 @@ use knowhow_index::{Applied, DocumentUpdate, SourceRecord, SourceUpdate, Writer}
 use knowhow_ingest::chunk::{chunk_document, estimate_tokens, ChunkOptions};
 use knowhow_ingest::load::{load_bytes, Format, LoadOptions, RowError, RowFields};
 use knowhow_ingest::walk::{walk, SkipReason, WalkOptions};
+use knowhow_rag::{Embedder, LoadedEmbedder};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::output;
-use crate::Context;
+use crate::{embedding, output, Context};
 
 #[derive(clap::Args, Default)]
 pub struct Args {
@@ -33,9 +33,9 @@ pub struct Args {
     /// Skip files larger than this many bytes
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub max_file_size: u64,
-    /// Maximum chunk size in tokens (128-2048)
-    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
-    pub chunk_tokens: usize,
+    /// Maximum chunk size in tokens (128-2048) [default: 512, or less when the embedding model reads less]
+    #[arg(long, value_name = "TOKENS")]
+    pub chunk_tokens: Option<usize>,
     /// Tokens shared by consecutive chunks
     #[arg(long, default_value_t = 64, value_name = "TOKENS")]
     pub chunk_overlap: usize,
@@ -48,6 +48,13 @@ pub struct Args {
     /// CSV/JSONL: field holding the title [default: title, name, subject]
     #[arg(long, value_name = "FIELD")]
     pub title_field: Option<String>,
+    /// Embedding model: a name (all-MiniLM-L6-v2, org/name), a folder, openai:BASE_URL#MODEL, or
+    /// `none` for lexical search only [default: the collection's model, else all-MiniLM-L6-v2]
+    #[arg(long, value_name = "MODEL")]
+    pub embed_model: Option<String>,
+    /// Texts per embedding batch
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub embed_batch: usize,
     /// Decode text files with this encoding (e.g. windows-1252) instead of requiring UTF-8
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
@@ -80,7 +87,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 /// Ingests `args.paths` into the context's collection. With `events`, one
 /// JSON line per file goes to stdout as each batch commits.
 pub fn ingest(context: &Context, args: &Args, events: bool) -> anyhow::Result<Summary> {
-    let chunk_options = ChunkOptions::new(args.chunk_tokens, args.chunk_overlap).map_err(anyhow::Error::msg)?;
     let encoding =
         match &args.encoding {
             Some(label) => Some(encoding_rs::Encoding::for_label(label.as_bytes()).with_context(|| {
@@ -114,14 +120,24 @@ pub fn ingest(context: &Context, args: &Args, events: bool) -> anyhow::Result<Su
     }
 
     let mut writer = context.home.open_writer(&context.collection, true)?;
-    let settings = settings_fingerprint(args, chunk_options);
+    let embedder = embedder_for(context, args, &mut writer)?;
+    let model_tokens = embedder.as_ref().and_then(|e| e.embedder.max_tokens());
+    let chunk_tokens = args
+        .chunk_tokens
+        .unwrap_or_else(|| model_tokens.map_or(DEFAULT_CHUNK_TOKENS, |m| m.clamp(128, DEFAULT_CHUNK_TOKENS)));
+    let chunk_options = ChunkOptions::new(chunk_tokens, args.chunk_overlap).map_err(anyhow::Error::msg)?;
+    let counter: &(dyn Fn(&str) -> usize + Sync) = match embedder.as_ref().and_then(|e| e.embedder.token_counter()) {
+        Some(model) => &|text: &str| model.count_tokens(text),
+        None => &estimate_tokens,
+    };
+    let settings = settings_fingerprint(args, chunk_options, embedder.as_ref().map(|e| e.pin.id.as_str()));
     let bar = output::progress(found.files.len() as u64, context.json, "ingesting");
     for batch in batches(&found.files) {
         let previous: Vec<Option<SourceRecord>> = batch
             .iter()
             .map(|(path, _)| writer.source(&path.to_string_lossy()))
             .collect::<Result<_, _>>()?;
-        let prepared: Vec<Prepared> = batch
+        let mut prepared: Vec<Prepared> = batch
             .par_iter()
             .zip(previous.par_iter())
             .map(|((path, format), previous)| {
@@ -132,9 +148,13 @@ pub fn ingest(context: &Context, args: &Args, events: bool) -> anyhow::Result<Su
                     &settings,
                     &load_options,
                     chunk_options,
+                    counter,
                 )
             })
             .collect();
+        if let Some(embedder) = &embedder {
+            embed(&writer, &embedder.embedder, &mut prepared, context.json)?;
+        }
         commit(&mut writer, prepared, events, &mut summary)?;
         bar.inc(batch.len() as u64);
     }
@@ -180,9 +200,88 @@ fn batches(files: &[(PathBuf, Format)]) -> Vec<&[(PathBuf, Format)]> {
     out
 }
 
-/// Loader and chunker settings that change what a file turns into.
-fn settings_fingerprint(args: &Args, chunk: ChunkOptions) -> String {
+/// Chunk size when no embedding model limits it.
+const DEFAULT_CHUNK_TOKENS: usize = 512;
+
+/// The embedder for this ingest, pinned to the collection; `None`: lexical
+/// only (said on stderr).
+fn embedder_for(context: &Context, args: &Args, writer: &mut Writer) -> anyhow::Result<Option<LoadedEmbedder>> {
+    let pin = writer.model_pin().cloned();
+    let Some(loaded) = embedding::for_ingest(context, args.embed_model.as_deref(), pin.as_ref(), args.embed_batch)?
+    else {
+        return Ok(None);
+    };
+    match &pin {
+        // The pinned model under another name or path: keep the pin as it is.
+        Some(pin) if embedding::same_model(pin, &loaded.pin) => Ok(Some(LoadedEmbedder {
+            pin: pin.clone(),
+            ..loaded
+        })),
+        Some(pin) => anyhow::bail!(
+            "{} keeps vectors of {pin}, not of {}: vectors of two models cannot be compared. Ingest without \
+             --embed-model, or move the collection to the new model with `knowhow reembed --model {}`",
+            context.collection,
+            loaded.pin,
+            loaded.pin.id
+        ),
+        None => match writer.pin_model(&loaded.pin) {
+            Ok(()) => Ok(Some(loaded)),
+            // Documents ingested without vectors (offline, or --embed-model none).
+            Err(knowhow_index::Error::Unembedded { .. }) if args.embed_model.is_none() => {
+                embedding::lexical_only_notice(
+                    &format!("{} was built without vectors", context.collection),
+                    "`knowhow reembed` adds them",
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Embeds the chunks of every new or changed document of a batch. Unchanged
+/// documents (same content hash as stored) keep their vectors and are not
+/// embedded again.
+fn embed(writer: &Writer, embedder: &Embedder, prepared: &mut [Prepared], json: bool) -> anyhow::Result<()> {
+    let mut todo: Vec<&mut DocumentUpdate> = Vec::new();
+    for item in prepared.iter_mut() {
+        let Prepared::Update { update, .. } = item else {
+            continue;
+        };
+        for document in update.documents.iter_mut().flatten() {
+            let stored = writer.stored_document(&document.document.id)?;
+            if stored.is_none_or(|s| s.document.hash != document.document.hash) {
+                todo.push(document);
+            }
+        }
+    }
+    let total: usize = todo.iter().map(|d| d.chunks.len()).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let bar = output::progress(total as u64, json || total < 256, "embedding");
+    let texts: Vec<&str> = todo
+        .iter()
+        .flat_map(|d| d.chunks.iter().map(|c| c.text.as_str()))
+        .collect();
+    let mut vectors = Vec::with_capacity(total);
+    // Slices large enough for length-sorted batches, small enough for a live bar.
+    for slice in texts.chunks(1024) {
+        vectors.extend(embedder.embed(slice)?);
+        bar.inc(slice.len() as u64);
+    }
+    bar.finish_and_clear();
+    let mut vectors = vectors.into_iter();
+    for document in todo {
+        document.vectors = Some(vectors.by_ref().take(document.chunks.len()).collect());
+    }
+    Ok(())
+}
+
+/// Loader, chunker and model settings that change what a file turns into.
+fn settings_fingerprint(args: &Args, chunk: ChunkOptions, model: Option<&str>) -> String {
     let parts = json!([
+        model,
         chunk.max_tokens,
         chunk.overlap_tokens,
         args.text_field,
@@ -218,6 +317,7 @@ fn prepare(
     settings: &str,
     load_options: &LoadOptions,
     chunk_options: ChunkOptions,
+    count_tokens: &(dyn Fn(&str) -> usize + Sync),
 ) -> Prepared {
     let source = path.to_string_lossy().into_owned();
     let failed = |error: String| Prepared::Failed {
@@ -272,7 +372,7 @@ fn prepare(
         .documents
         .into_par_iter()
         .map(|document| {
-            let chunks = chunk_document(&document, chunk_options, &estimate_tokens);
+            let chunks = chunk_document(&document, chunk_options, count_tokens);
             DocumentUpdate {
                 document,
                 chunks,

@@ -3,10 +3,13 @@
 
 mod collections;
 mod docs;
+mod embed;
+mod embedding;
 mod eval;
 mod ingest;
 mod model;
 mod output;
+mod reembed;
 mod search;
 
 use std::path::PathBuf;
@@ -43,8 +46,12 @@ struct Cli {
 enum Command {
     /// Add files and folders to the collection (incremental: unchanged files are skipped)
     Ingest(ingest::Args),
-    /// Search the collection
+    /// Search the collection (lexical, dense, hybrid or re-ranked)
     Search(search::Args),
+    /// Embed texts: one per line in, one JSON vector per line out
+    Embed(embed::Args),
+    /// Move the collection to another embedding model, or add vectors to a lexical-only one
+    Reembed(reembed::Args),
     /// List, show, remove or check documents
     #[command(subcommand)]
     Docs(docs::Command),
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => ingest::run(&context, args),
         Command::Search(args) => search::run(&context, args),
+        Command::Embed(args) => embed::run(&context, args),
+        Command::Reembed(args) => reembed::run(&context, args),
         Command::Docs(command) => docs::run(&context, command),
         Command::Collections(command) => collections::run(&context, command),
         Command::Eval(command) => eval::run(&context, command),

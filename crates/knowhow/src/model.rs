@@ -142,7 +142,7 @@ fn print_list(models: &[CachedModel], json: bool) {
 }
 
 /// One progress bar per downloaded file, on stderr.
-fn progress_bars() -> ProgressFn {
+pub(crate) fn progress_bars() -> ProgressFn {
     let current: Mutex<Option<(String, ProgressBar)>> = Mutex::new(None);
     Arc::new(move |progress: &Progress<'_>| {
         let mut current = current.lock().unwrap_or_else(PoisonError::into_inner);

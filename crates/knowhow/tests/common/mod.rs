@@ -20,6 +20,9 @@ impl Knowhow {
         let mut command = Command::new(env!("CARGO_BIN_EXE_knowhow"));
         command
             .env("KNOWHOW_HOME", self.home.path())
+            // No downloads from tests: without a model, ingest is lexical
+            // only. Tests of embeddings pass --embed-model FOLDER.
+            .env("KNOWHOW_OFFLINE", "1")
             .env_remove("KNOWHOW_NAMESPACE")
             .env_remove("KNOWHOW_COLLECTION");
         command

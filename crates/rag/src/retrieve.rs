@@ -1,0 +1,203 @@
+//! Retrieval: from a question to ranked chunks, in one of four modes.
+//!
+//! ```text
+//! lexical : BM25 top-k
+//! dense   : embed the query → exact inner-product scan top-k
+//! hybrid  : BM25 top-n ‖ dense top-n (in parallel) → Reciprocal Rank Fusion → top-k
+//! rerank  : hybrid top-n → cross-encoder scores → top-k
+//! ```
+
+use knowhow_index::{Filter, Reader, ScoredChunk};
+
+use crate::fusion::{reciprocal_rank_fusion, RankedList};
+use crate::models::{Embedder, Reranker};
+use crate::Error;
+
+/// How to retrieve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// BM25 over chunk text.
+    Lexical,
+    /// Nearest vectors of the query's embedding.
+    Dense,
+    /// BM25 and dense, fused by Reciprocal Rank Fusion.
+    Hybrid,
+    /// Hybrid, then the top candidates re-scored by a cross-encoder.
+    Rerank,
+}
+
+impl Mode {
+    pub fn needs_embedder(self) -> bool {
+        !matches!(self, Mode::Lexical)
+    }
+}
+
+/// Knobs of fusion and re-ranking.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Chunks each retriever contributes before fusion (at least `k`).
+    pub candidates: usize,
+    /// The RRF constant: larger flattens the advantage of top ranks.
+    pub rrf_k: f64,
+    /// RRF weight of the BM25 list.
+    pub lexical_weight: f64,
+    /// RRF weight of the dense list.
+    pub dense_weight: f64,
+    /// Fused chunks the cross-encoder re-scores (rerank mode).
+    pub rerank_top: usize,
+    /// Metadata filter for dense retrieval.
+    pub filter: Option<Filter>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            candidates: 100,
+            rrf_k: crate::fusion::DEFAULT_K,
+            lexical_weight: 1.0,
+            dense_weight: 1.0,
+            rerank_top: 50,
+            filter: None,
+        }
+    }
+}
+
+/// A retrieved chunk, with how each stage ranked it (ranks start at 1).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Retrieved {
+    pub document_id: String,
+    pub ordinal: u32,
+    /// The score of the last stage: BM25, inner product, fused RRF score or
+    /// cross-encoder logit.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
+}
+
+impl Retrieved {
+    fn from_scored(chunk: ScoredChunk) -> Retrieved {
+        Retrieved {
+            document_id: chunk.document_id,
+            ordinal: chunk.ordinal,
+            score: chunk.score,
+            lexical_rank: None,
+            dense_rank: None,
+            rerank_score: None,
+        }
+    }
+}
+
+/// The top `k` chunks of `reader`'s collection for `query`.
+///
+/// `embedder` is required for every mode but lexical, `reranker` for rerank;
+/// the embedder must be the collection's pinned model (the caller checks).
+pub fn retrieve(
+    reader: &Reader,
+    query: &str,
+    k: usize,
+    mode: Mode,
+    embedder: Option<&Embedder>,
+    reranker: Option<&Reranker>,
+    options: &Options,
+) -> Result<Vec<Retrieved>, Error> {
+    let dense = |limit: usize| -> Result<Vec<ScoredChunk>, Error> {
+        let embedder = embedder.ok_or(Error::NeedsModel(mode, "an embedding model"))?;
+        let vector = embedder.embed(&[query])?.pop().expect("one text, one vector");
+        Ok(reader.dense(&vector, limit, options.filter.as_ref())?)
+    };
+    match mode {
+        Mode::Lexical => Ok(reader.rank(query, k)?.into_iter().map(Retrieved::from_scored).collect()),
+        Mode::Dense => Ok(dense(k)?.into_iter().map(Retrieved::from_scored).collect()),
+        Mode::Hybrid => {
+            let limit = options.candidates.max(k);
+            let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
+            let mut fused = fuse(&lexical?, &dense?, options)?;
+            fused.truncate(k);
+            Ok(fused)
+        }
+        Mode::Rerank => {
+            let reranker = reranker.ok_or(Error::NeedsModel(mode, "a re-ranking model"))?;
+            let limit = options.candidates.max(k).max(options.rerank_top);
+            let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
+            let mut fused = fuse(&lexical?, &dense?, options)?;
+            fused.truncate(options.rerank_top.max(k));
+            let keys: Vec<(String, u32)> = fused.iter().map(|r| (r.document_id.clone(), r.ordinal)).collect();
+            let texts = reader.chunk_texts(&keys)?;
+            let passages: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+            let scores = reranker.score(query, &passages)?;
+            for (retrieved, score) in fused.iter_mut().zip(scores) {
+                retrieved.rerank_score = Some(score);
+                retrieved.score = score;
+            }
+            // Stable: equal cross-encoder scores keep their fused order.
+            fused.sort_by(|a, b| b.score.total_cmp(&a.score));
+            fused.truncate(k);
+            Ok(fused)
+        }
+    }
+}
+
+/// Reciprocal Rank Fusion of a BM25 and a dense list of chunks.
+fn fuse(lexical: &[ScoredChunk], dense: &[ScoredChunk], options: &Options) -> Result<Vec<Retrieved>, Error> {
+    let key = |c: &ScoredChunk| (c.document_id.clone(), c.ordinal);
+    let lexical_keys: Vec<(String, u32)> = lexical.iter().map(key).collect();
+    let dense_keys: Vec<(String, u32)> = dense.iter().map(key).collect();
+    let fused = reciprocal_rank_fusion(
+        &[
+            RankedList::weighted(&lexical_keys, options.lexical_weight),
+            RankedList::weighted(&dense_keys, options.dense_weight),
+        ],
+        options.rrf_k,
+    )?;
+    Ok(fused
+        .into_iter()
+        .map(|f| Retrieved {
+            document_id: f.key.0,
+            ordinal: f.key.1,
+            score: f.score as f32,
+            lexical_rank: f.ranks[0],
+            dense_rank: f.ranks[1],
+            rerank_score: None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: &str, score: f32) -> ScoredChunk {
+        ScoredChunk {
+            document_id: id.into(),
+            ordinal: 0,
+            score,
+        }
+    }
+
+    #[test]
+    fn fusion_keeps_each_retrievers_rank_and_prefers_agreement() {
+        let lexical = [chunk("a", 9.0), chunk("b", 8.0), chunk("c", 7.0)];
+        let dense = [chunk("c", 0.9), chunk("d", 0.8), chunk("b", 0.7)];
+        let fused = fuse(&lexical, &dense, &Options::default()).unwrap();
+        let ids: Vec<&str> = fused.iter().map(|r| r.document_id.as_str()).collect();
+        // c: 1/63 + 1/61, b: 1/62 + 1/63 — both beat a (1/61) and d (1/62).
+        assert_eq!(ids, ["c", "b", "a", "d"]);
+        assert_eq!((fused[0].lexical_rank, fused[0].dense_rank), (Some(3), Some(1)));
+        assert_eq!((fused[3].lexical_rank, fused[3].dense_rank), (None, Some(2)));
+        let expected = 1.0 / 63.0 + 1.0 / 61.0;
+        assert!((f64::from(fused[0].score) - expected).abs() < 1e-6);
+
+        let lexical_only = Options {
+            dense_weight: 0.0,
+            ..Options::default()
+        };
+        let fused = fuse(&lexical, &dense, &lexical_only).unwrap();
+        let ids: Vec<&str> = fused.iter().map(|r| r.document_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+}
