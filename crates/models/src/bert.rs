@@ -18,8 +18,8 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, IndexOp, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::{config_error, read_json, Error};
@@ -317,7 +317,7 @@ struct Embeddings {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
-    norm: LayerNorm,
+    norm: ops::Norm,
 }
 
 impl Embeddings {
@@ -327,7 +327,7 @@ impl Embeddings {
             word: vb.get((config.vocab_size, hidden), "word_embeddings.weight")?,
             position: vb.get((config.max_position_embeddings, hidden), "position_embeddings.weight")?,
             token_type: vb.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?,
-            norm: candle_nn::layer_norm(hidden, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+            norm: load_norm(config, vb.pp("LayerNorm"))?,
         })
     }
 
@@ -339,72 +339,82 @@ impl Embeddings {
     }
 }
 
+/// A LayerNorm's `weight` and `bias` under `vb`.
+fn load_norm(config: &BertConfig, vb: VarBuilder) -> Result<ops::Norm> {
+    Ok(ops::Norm {
+        gamma: vb.get(config.hidden_size, "weight")?,
+        beta: vb.get(config.hidden_size, "bias")?,
+        eps: config.layer_norm_eps as f32,
+    })
+}
+
+/// A linear layer's `weight` `[out, in]` and `bias` under `vb`, packed for the matmul.
+fn load_dense(vb: VarBuilder, out: usize, input: usize) -> Result<ops::Dense> {
+    ops::Dense::new(&vb.get((out, input), "weight")?, Some(&vb.get(out, "bias")?))
+}
+
 /// One Transformer block: self-attention, then the feed-forward network, each with a residual and LayerNorm.
 struct Layer {
     /// The query, key and value projections stacked into one `[3·hidden, hidden]` layer, so that one matmul computes
-    /// all three; their columns are then read in place per head.
-    qkv: Linear,
-    attention_output: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+    /// all three; attention then reads each head's columns in place.
+    qkv: ops::Dense,
+    attention_output: ops::Dense,
+    attention_norm: ops::Norm,
+    intermediate: ops::Dense,
+    output: ops::Dense,
+    output_norm: ops::Norm,
 }
 
 impl Layer {
     fn load(config: &BertConfig, vb: VarBuilder) -> Result<Self> {
-        let (hidden, eps) = (config.hidden_size, config.layer_norm_eps);
+        let hidden = config.hidden_size;
         let projection = |name: &str| -> Result<(Tensor, Tensor)> {
             let vb = vb.pp("attention.self").pp(name);
             Ok((vb.get((hidden, hidden), "weight")?, vb.get(hidden, "bias")?))
         };
         let (query, key, value) = (projection("query")?, projection("key")?, projection("value")?);
-        let qkv = Linear::new(
-            Tensor::cat(&[&query.0, &key.0, &value.0], 0)?,
-            Some(Tensor::cat(&[&query.1, &key.1, &value.1], 0)?),
-        );
+        let qkv = ops::Dense::new(
+            &Tensor::cat(&[&query.0, &key.0, &value.0], 0)?,
+            Some(&Tensor::cat(&[&query.1, &key.1, &value.1], 0)?),
+        )?;
         Ok(Layer {
             qkv,
-            attention_output: candle_nn::linear(hidden, hidden, vb.pp("attention.output.dense"))?,
-            attention_norm: candle_nn::layer_norm(hidden, eps, vb.pp("attention.output.LayerNorm"))?,
-            intermediate: candle_nn::linear(hidden, config.intermediate_size, vb.pp("intermediate.dense"))?,
-            output: candle_nn::linear(config.intermediate_size, hidden, vb.pp("output.dense"))?,
-            output_norm: candle_nn::layer_norm(hidden, eps, vb.pp("output.LayerNorm"))?,
+            attention_output: load_dense(vb.pp("attention.output.dense"), hidden, hidden)?,
+            attention_norm: load_norm(config, vb.pp("attention.output.LayerNorm"))?,
+            intermediate: load_dense(vb.pp("intermediate.dense"), config.intermediate_size, hidden)?,
+            output: load_dense(vb.pp("output.dense"), hidden, config.intermediate_size)?,
+            output_norm: load_norm(config, vb.pp("output.LayerNorm"))?,
         })
     }
 
     fn forward(&self, x: &Tensor, sequences: &[Range<usize>], heads: Heads, activation: Activation) -> Result<Tensor> {
         let attention = self.self_attention(x, sequences, heads)?;
-        let x = ops::add_layer_norm(
-            &ops::linear(&attention, &self.attention_output)?,
-            x,
-            &self.attention_norm,
-        )?;
-        let inner = activation.apply(&ops::linear(&x, &self.intermediate)?)?;
-        ops::add_layer_norm(&ops::linear(&inner, &self.output)?, &x, &self.output_norm)
+        let x = self
+            .attention_output
+            .forward_add_layer_norm(&attention, x, &self.attention_norm)?;
+        let inner = match activation {
+            Activation::GeluErf => self.intermediate.forward_gelu(&x)?,
+            other => other.apply(&self.intermediate.forward(&x)?)?,
+        };
+        self.output.forward_add_layer_norm(&inner, &x, &self.output_norm)
     }
 
     /// Multi-head scaled dot-product attention, `softmax(Q·Kᵀ/√d)·V` per head, each sequence attending to itself only.
-    /// Returns the heads' outputs concatenated, `[tokens, hidden]`, before the output projection.
+    /// Returns the heads' outputs side by side, `[tokens, hidden]`, before the output projection.
     fn self_attention(&self, x: &Tensor, sequences: &[Range<usize>], heads: Heads) -> Result<Tensor> {
-        let tokens = x.dim(0)?;
-        // [tokens, 3·hidden] viewed as [tokens, {q,k,v}, head, feature]: no copy.
-        let qkv = ops::linear(x, &self.qkv)?.reshape((tokens, 3, heads.count, heads.dim))?;
-        let scale = 1.0 / (heads.dim as f64).sqrt();
+        let hidden = heads.count * heads.dim;
+        let qkv = self.qkv.forward(x)?; // [tokens, 3·hidden]
         let mut per_sequence = Vec::with_capacity(sequences.len());
         for sequence in sequences.iter().filter(|sequence| !sequence.is_empty()) {
-            let qkv = qkv.narrow(0, sequence.start, sequence.len())?;
-            // [head, position, feature] views into the projection's columns.
-            let query = qkv.i((.., 0))?.transpose(0, 1)?;
-            let key = qkv.i((.., 1))?.transpose(0, 1)?;
-            let value = qkv.i((.., 2))?.transpose(0, 1)?;
-            let scores = ops::batched_matmul(&query, &key.t()?)?; // [head, position, position]
-            let probabilities = ops::scaled_softmax(&scores, scale)?;
-            let context = ops::batched_matmul(&probabilities, &value)?; // [head, position, feature]
-            per_sequence.push(context.transpose(0, 1)?); // [position, head, feature], a view
+            let rows = qkv.narrow(0, sequence.start, sequence.len())?;
+            // Views of the projection's columns: no copy.
+            let part = |i: usize| rows.narrow(1, i * hidden, hidden);
+            per_sequence.push(ops::attention(&part(0)?, &part(1)?, &part(2)?, heads.count)?);
         }
-        // The one copy: every sequence's heads written side by side into the packed [tokens, hidden] output.
-        Tensor::cat(&per_sequence, 0)?.reshape((tokens, heads.count * heads.dim))
+        match per_sequence.len() {
+            1 => Ok(per_sequence.pop().expect("one sequence")),
+            _ => Tensor::cat(&per_sequence, 0),
+        }
     }
 }
 

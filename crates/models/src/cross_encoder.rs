@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::bert::{BertConfig, BertModel, Checkpoint, Family, PackedBatch};
@@ -40,21 +40,28 @@ struct LabelConfig {
 
 /// Dense layer, tanh, then a one-output layer, applied to each pair's first token.
 struct ClassificationHead {
-    dense: Linear,
-    out: Linear,
+    dense: ops::Dense,
+    out: ops::Dense,
 }
 
 impl ClassificationHead {
     fn load(weights: &VarBuilder, hidden: usize, dense: &str, out: &str) -> candle_core::Result<Self> {
         Ok(ClassificationHead {
-            dense: candle_nn::linear(hidden, hidden, weights.pp(dense))?,
-            out: candle_nn::linear(hidden, 1, weights.pp(out))?,
+            dense: ops::Dense::new(
+                &weights.pp(dense).get((hidden, hidden), "weight")?,
+                Some(&weights.pp(dense).get(hidden, "bias")?),
+            )?,
+            out: ops::Dense::new(
+                &weights.pp(out).get((1, hidden), "weight")?,
+                Some(&weights.pp(out).get(1, "bias")?),
+            )?,
         })
     }
 
     /// `[pairs, hidden]` first-token vectors to `[pairs, 1]` logits.
     fn forward(&self, first_tokens: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(&ops::tanh(&ops::linear(first_tokens, &self.dense)?)?, &self.out)
+        let pooled = ops::tanh(&self.dense.forward(&first_tokens.contiguous()?)?)?;
+        self.out.forward(&pooled)
     }
 }
 

@@ -1,31 +1,60 @@
-//! The numeric operations of the encoders, one function each.
+//! The numeric operations of the encoders, one function or type each.
 //!
-//! The model code calls only these for its arithmetic, so a faster kernel (fused, vectorised) can replace any one of
-//! them here without touching the model. They are stock candle for now. Inputs are f32 tensors on the CPU; row-wise
-//! operations work along the last dimension.
+//! The model code calls only these for its arithmetic. On the CPU they are knowhow-kernels' fused, vectorised
+//! kernels (one pass for bias + GELU, for bias + residual + LayerNorm, for a head's whole attention); on another
+//! device they fall back to stock candle ops. Inputs are f32; row-wise operations work along the last dimension.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{LayerNorm, Linear, Module};
+use knowhow_kernels::PackedLinear;
 
-/// `x · Wᵀ + b` for `x` of shape `[tokens, in]` and a weight of shape `[out, in]`.
-pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
-    layer.forward(x)
+/// A linear layer `x · Wᵀ + b`, its weight packed once at load for the CPU matmul, with fused epilogues.
+pub struct Dense {
+    packed: PackedLinear,
 }
 
-/// Batched matrix product `a · b` over a leading batch dimension (attention heads). The inputs may be strided views
-/// (a head's slice of the fused query/key/value projection): the matmul reads them in place.
-pub fn batched_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.matmul(b)
+/// A LayerNorm's parameters.
+pub struct Norm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub eps: f32,
 }
 
-/// `softmax(scores · scale)` along the last dimension: attention probabilities from raw query-key scores.
-pub fn scaled_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(&(scores * scale)?)
+impl Dense {
+    /// From a `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        Ok(Dense {
+            packed: PackedLinear::new(weight, bias)?,
+        })
+    }
+
+    /// `x · Wᵀ + b` for `x` of shape `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.packed.forward(x)?)
+    }
+
+    /// `gelu_erf(x · Wᵀ + b)` in one pass (BERT's intermediate layer).
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.packed.forward_gelu(x)?)
+    }
+
+    /// `LayerNorm(x · Wᵀ + b + residual)` in one pass: BERT's post-norm residual blocks.
+    pub fn forward_add_layer_norm(&self, x: &Tensor, residual: &Tensor, norm: &Norm) -> Result<Tensor> {
+        Ok(self
+            .packed
+            .forward_add_layer_norm(x, residual, &norm.gamma, &norm.beta, norm.eps)?)
+    }
+}
+
+/// `softmax(Q·Kᵀ/√d)·V` per head for one sequence: `q`, `k`, `v` are `[positions, hidden]` views (unit stride in
+/// the last dimension), heads are consecutive column groups; returns `[positions, hidden]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let context = knowhow_kernels::attention(&q.unsqueeze(0)?, &k.unsqueeze(0)?, &v.unsqueeze(0)?, heads, None)?;
+    context.squeeze(0)
 }
 
 /// GELU with the exact error function, `x · Φ(x)`: Hugging Face's `"gelu"`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
+    Ok(knowhow_kernels::gelu_erf(x)?)
 }
 
 /// GELU with the tanh approximation: Hugging Face's `"gelu_new"` and `"gelu_pytorch_tanh"`.
@@ -39,13 +68,8 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Layer normalisation of each row.
-pub fn layer_norm(x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
-    norm.forward(x)
-}
-
-/// `LayerNorm(x + residual)`: BERT's post-norm residual connection (a candidate for one fused pass).
-pub fn add_layer_norm(x: &Tensor, residual: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
-    layer_norm(&(x + residual)?, norm)
+pub fn layer_norm(x: &Tensor, norm: &Norm) -> Result<Tensor> {
+    Ok(knowhow_kernels::layer_norm(x, &norm.gamma, &norm.beta, norm.eps)?)
 }
 
 /// Element-wise `tanh`, used by the classification heads.
