@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 /// registers. Wider than one register on purpose: the steps of `exp` or `erf` on one register are a chain of
 /// dependent instructions (≈ 50 cycles of latency), and independent registers in flight hide that latency.
 pub(crate) const BLOCK: usize = 32;
-const _: () = assert!(BLOCK == 32, "tree_reduce halves exactly 32 lanes");
+const _: () = assert!(BLOCK.is_power_of_two(), "horizontal_sum halves the lanes down to one");
 
 /// An instruction-set level a kernel can be compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,19 +219,14 @@ pub(crate) fn horizontal_max_key(acc: [i32; BLOCK]) -> i32 {
     acc.into_iter().fold(NEG_INFINITY_KEY, i32::max)
 }
 
-/// Sum of the accumulator lanes as a tree of halvings: log₂(BLOCK) vector steps instead of BLOCK scalar ones.
+/// Sum of the accumulator lanes as a tree of halvings (lane i plus lane i + width, for width = 16, 8, 4, 2, 1):
+/// log₂(BLOCK) vector steps instead of BLOCK scalar ones.
 #[inline(always)]
-pub(crate) fn horizontal_sum(acc: [f32; BLOCK]) -> f32 {
-    tree_reduce(acc, |a, b| a + b)
-}
-
-/// Reduces the accumulators by halving: lane i with lane i + width, for width = 16, 8, 4, 2, 1.
-#[inline(always)]
-fn tree_reduce(mut acc: [f32; BLOCK], op: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn horizontal_sum(mut acc: [f32; BLOCK]) -> f32 {
     let mut width = BLOCK / 2;
     while width > 0 {
         for i in 0..width {
-            acc[i] = op(acc[i], acc[i + width]);
+            acc[i] += acc[i + width];
         }
         width /= 2;
     }

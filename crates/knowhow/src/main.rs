@@ -82,6 +82,10 @@ fn default_home() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // Model inference allocates and frees the same large buffers layer after
+    // layer; glibc would unmap and fault them back in each time (measured:
+    // a third of an encoder layer's time).
+    knowhow_kernels::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     let collection = match CollectionRef::new(&cli.namespace, &cli.collection) {
         Ok(c) => c,
