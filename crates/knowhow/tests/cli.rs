@@ -90,8 +90,14 @@ fn search_returns_ranked_chunks_with_heading_and_marked_terms() {
         &dir.path().join("other.md"),
         "# Other\n\nA server room needs cooling.\n",
     );
-    kh.ok(&["ingest", dir.path().to_str().unwrap()]);
+    // Offline with no model anywhere: ingest still works, lexically, and
+    // says so once.
+    let out = kh.run(&["ingest", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let notes = common::stderr(&out).matches("working lexically").count();
+    assert_eq!(notes, 1, "{}", common::stderr(&out));
     let result = kh.json(&["search", "reboot the server", "-k", "5"]);
+    assert_eq!(result["mode"], "lexical");
     let hits = result["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 2);
     assert_eq!(hits[0]["title"], "Manual");

@@ -23,6 +23,8 @@ impl Knowhow {
             // No downloads from tests: without a model, ingest is lexical
             // only. Tests of embeddings pass --embed-model FOLDER.
             .env("KNOWHOW_OFFLINE", "1")
+            // Nor this machine's Hugging Face cache: tests see only what they set up.
+            .env("HF_HUB_CACHE", self.home.path().join("hf-cache"))
             .env_remove("KNOWHOW_NAMESPACE")
             .env_remove("KNOWHOW_COLLECTION");
         command
