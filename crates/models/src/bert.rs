@@ -46,16 +46,6 @@ pub enum Activation {
     Relu,
 }
 
-impl Activation {
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::GeluErf => ops::gelu_erf(x),
-            Activation::GeluTanh => ops::gelu_tanh(x),
-            Activation::Relu => ops::relu(x),
-        }
-    }
-}
-
 /// The encoder's hyper-parameters, from a Hugging Face `config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
@@ -394,7 +384,8 @@ impl Layer {
             .forward_add_layer_norm(&attention, x, &self.attention_norm)?;
         let inner = match activation {
             Activation::GeluErf => self.intermediate.forward_gelu(&x)?,
-            other => other.apply(&self.intermediate.forward(&x)?)?,
+            Activation::GeluTanh => ops::gelu_tanh(&self.intermediate.forward(&x)?)?,
+            Activation::Relu => ops::relu(&self.intermediate.forward(&x)?)?,
         };
         self.output.forward_add_layer_norm(&inner, &x, &self.output_norm)
     }

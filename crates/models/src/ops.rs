@@ -52,11 +52,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     context.squeeze(0)
 }
 
-/// GELU with the exact error function, `x · Φ(x)`: Hugging Face's `"gelu"`.
-pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    Ok(knowhow_kernels::gelu_erf(x)?)
-}
-
 /// GELU with the tanh approximation: Hugging Face's `"gelu_new"` and `"gelu_pytorch_tanh"`.
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     x.gelu()

@@ -27,12 +27,6 @@ pub enum Mode {
     Rerank,
 }
 
-impl Mode {
-    pub fn needs_embedder(self) -> bool {
-        !matches!(self, Mode::Lexical)
-    }
-}
-
 /// Knobs of fusion and re-ranking.
 #[derive(Clone, Debug)]
 pub struct Options {
