@@ -146,8 +146,13 @@ impl Home {
         self.root.join("collections").join(&c.namespace).join(&c.collection)
     }
 
+    /// Whether the collection exists: its store file has been created.
+    ///
+    /// A store file that is still empty does not count: a writer is creating
+    /// it right now (or was killed doing so, and the next writer finishes the
+    /// job), and redb refuses to open an empty file read-only.
     pub fn exists(&self, c: &CollectionRef) -> bool {
-        self.collection_dir(c).join("store.redb").exists()
+        std::fs::metadata(self.collection_dir(c).join("store.redb")).is_ok_and(|m| m.len() > 0)
     }
 
     /// Every collection, sorted by namespace then name.
