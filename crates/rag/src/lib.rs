@@ -4,6 +4,7 @@
 //! servers ([`remote`]).
 
 pub mod fusion;
+pub mod llm;
 pub mod models;
 pub mod remote;
 pub mod retrieve;

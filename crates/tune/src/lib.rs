@@ -1,0 +1,2 @@
+//! Fine-tuning for knowhow: datasets, LoRA training, evaluation against the
+//! base model and the adapter registry.
