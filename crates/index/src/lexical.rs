@@ -40,6 +40,19 @@ pub fn english_analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// The terms BM25 sees in `text`, in order: [`english_analyzer`]'s tokens
+/// (lowercased, stemmed, stop words dropped). Answer code uses it to match
+/// questions against sentences the way the index matches them.
+pub fn analyze(text: &str) -> Vec<String> {
+    let mut analyzer = english_analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut terms = Vec::new();
+    while let Some(token) = stream.next() {
+        terms.push(token.text.clone());
+    }
+    terms
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
     doc_id: Field,
@@ -49,6 +62,12 @@ struct Fields {
     heading: Field,
     pages: Field,
     text: Field,
+    /// The chunk's byte and character span in its document's text, stored so
+    /// that answers can merge overlapping chunks and cite exact positions.
+    start: Field,
+    end: Field,
+    char_start: Field,
+    char_end: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -68,6 +87,10 @@ fn schema() -> (Schema, Fields) {
         heading: builder.add_text_field("heading", STORED),
         pages: builder.add_text_field("pages", STORED),
         text: builder.add_text_field("text", text_options),
+        start: builder.add_u64_field("start", STORED),
+        end: builder.add_u64_field("end", STORED),
+        char_start: builder.add_u64_field("char_start", STORED),
+        char_end: builder.add_u64_field("char_end", STORED),
     };
     (builder.build(), fields)
 }
@@ -91,6 +114,25 @@ pub struct Hit {
 pub struct Snippet {
     pub text: String,
     pub highlights: Vec<(usize, usize)>,
+}
+
+/// A chunk with everything an answer shows or cites: where it comes from,
+/// where it lies in its document, and its text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceChunk {
+    pub document_id: String,
+    pub ordinal: u32,
+    pub title: String,
+    pub source: String,
+    pub heading_path: Vec<String>,
+    pub pages: Option<(u32, u32)>,
+    /// Byte span of `text` in the document text.
+    pub start: usize,
+    pub end: usize,
+    /// The same span in Unicode scalar values.
+    pub char_start: usize,
+    pub char_end: usize,
+    pub text: String,
 }
 
 /// A ranked chunk without its display fields: what evaluation needs.
@@ -126,18 +168,40 @@ impl LexicalIndex {
     pub(crate) fn open_or_create(dir: &Path) -> Result<LexicalIndex, Error> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
-        let index = if dir.join("meta.json").exists() {
-            Index::open_in_dir(dir)?
+        let existing = if dir.join("meta.json").exists() {
+            Some(Index::open_in_dir(dir)?)
         } else {
-            Index::create_in_dir(dir, schema)?
+            None
+        };
+        let index = match existing {
+            Some(index) if index.schema() == schema => index,
+            outdated => {
+                // An index of an older layout: start afresh. It has no commit
+                // payload then, so the writer rebuilds it from the store.
+                if outdated.is_some() {
+                    drop(outdated);
+                    std::fs::remove_dir_all(dir)?;
+                    std::fs::create_dir_all(dir)?;
+                }
+                Index::create_in_dir(dir, schema)?
+            }
         };
         Self::from_index(index, fields)
     }
 
-    /// Opens an existing index for reading only.
+    /// Opens an existing index for reading only. An index of an older layout
+    /// is an error: a writer rebuilds it (see [`LexicalIndex::open_or_create`]).
     pub(crate) fn open(dir: &Path) -> Result<LexicalIndex, Error> {
-        let (_, fields) = schema();
-        Self::from_index(Index::open_in_dir(dir)?, fields)
+        let (schema, fields) = schema();
+        let index = Index::open_in_dir(dir)?;
+        if index.schema() != schema {
+            return Err(Error::Corrupt(format!(
+                "the lexical index in {} has an older layout: open the collection once for writing \
+                 (any ingest) to rebuild it",
+                dir.display()
+            )));
+        }
+        Self::from_index(index, fields)
     }
 
     fn from_index(index: Index, fields: Fields) -> Result<LexicalIndex, Error> {
@@ -183,6 +247,10 @@ impl LexicalIndex {
                 d.add_text(f.pages, format!("{first}-{last}"));
             }
             d.add_text(f.text, &chunk.text);
+            d.add_u64(f.start, chunk.start as u64);
+            d.add_u64(f.end, chunk.end as u64);
+            d.add_u64(f.char_start, chunk.char_start as u64);
+            d.add_u64(f.char_end, chunk.char_end as u64);
             writer.add_document(d)?;
         }
         Ok(())
@@ -396,6 +464,56 @@ impl LexicalIndex {
             .collect()
     }
 
+    /// The full record of each chunk, `None` for a chunk not in the index.
+    pub(crate) fn chunks(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<SourceChunk>>, Error> {
+        let searcher = self.reader.searcher();
+        let keys = self.chunk_keys(&searcher)?;
+        chunks
+            .iter()
+            .map(|(id, ordinal)| {
+                let Some(address) = self.address(&searcher, &keys, id, *ordinal)? else {
+                    return Ok(None);
+                };
+                let doc: TantivyDocument = searcher.doc(address)?;
+                Ok(Some(self.source_chunk(&doc)))
+            })
+            .collect()
+    }
+
+    /// (document id, ordinal) of every chunk in the index, sorted.
+    pub(crate) fn chunk_ids(&self) -> Result<Vec<(String, u32)>, Error> {
+        let searcher = self.reader.searcher();
+        let keys = self.chunk_keys(&searcher)?;
+        let mut ids = Vec::new();
+        for (segment, keys) in searcher.segment_readers().iter().zip(&keys.segments) {
+            ids.extend(segment.doc_ids_alive().map(|doc| {
+                let (id, ordinal) = &keys[doc as usize];
+                (id.to_string(), *ordinal)
+            }));
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn source_chunk(&self, doc: &TantivyDocument) -> SourceChunk {
+        let f = self.fields;
+        let number = |field: Field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let hit = self.hit(doc, 0.0, None);
+        SourceChunk {
+            document_id: hit.document_id,
+            ordinal: hit.ordinal,
+            title: hit.title,
+            source: hit.source,
+            heading_path: hit.heading_path,
+            pages: hit.pages,
+            start: number(f.start),
+            end: number(f.end),
+            char_start: number(f.char_start),
+            char_end: number(f.char_end),
+            text: self.stored_text(doc, f.text),
+        }
+    }
+
     /// Where chunk (`document_id`, `ordinal`) lives: the document id's
     /// postings list names its chunks, the cached keys give their ordinals.
     fn address(
@@ -507,20 +625,99 @@ fn parse_pages(pages: &str) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    fn tokens(text: &str) -> Vec<String> {
-        let mut analyzer = english_analyzer();
-        let mut stream = analyzer.token_stream(text);
-        let mut out = Vec::new();
-        while let Some(t) = stream.next() {
-            out.push(t.text.clone());
-        }
-        out
+    #[test]
+    fn analyzer_lowercases_stems_and_drops_stop_words() {
+        assert_eq!(analyze("The Running of the Mice-cells"), ["run", "mice", "cell"]);
+        assert_eq!(analyze("and or but"), Vec::<String>::new());
     }
 
     #[test]
-    fn analyzer_lowercases_stems_and_drops_stop_words() {
-        assert_eq!(tokens("The Running of the Mice-cells"), ["run", "mice", "cell"]);
-        assert_eq!(tokens("and or but"), Vec::<String>::new());
+    fn chunks_come_back_with_their_document_fields_and_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LexicalIndex::open_or_create(dir.path()).unwrap();
+        let text = "Größe zählt. Second sentence here.";
+        let doc = Document::new(
+            "d1".into(),
+            "/docs/d1.md".into(),
+            "Doc one".into(),
+            text.into(),
+            Vec::new(),
+            Vec::new(),
+            Default::default(),
+        );
+        let second_start = text.find("Second").unwrap();
+        let chunks = [
+            Chunk {
+                document_id: "d1".into(),
+                ordinal: 0,
+                text: text[..second_start - 1].into(),
+                heading_path: vec!["Top".into(), "Sub".into()],
+                pages: Some((2, 3)),
+                start: 0,
+                end: second_start - 1,
+                char_start: 0,
+                char_end: 12,
+                tokens: 3,
+            },
+            Chunk {
+                document_id: "d1".into(),
+                ordinal: 1,
+                text: text[second_start..].into(),
+                heading_path: Vec::new(),
+                pages: None,
+                start: second_start,
+                end: text.len(),
+                char_start: 13,
+                char_end: text.chars().count(),
+                tokens: 3,
+            },
+        ];
+        let mut writer = index.writer().unwrap();
+        index.add_document(&writer, &doc, &chunks).unwrap();
+        index.commit(&mut writer, 1).unwrap();
+        index.reload().unwrap();
+
+        assert_eq!(
+            index.chunk_ids().unwrap(),
+            [("d1".to_string(), 0), ("d1".to_string(), 1)]
+        );
+        let got = index
+            .chunks(&[("d1".into(), 1), ("d1".into(), 7), ("d1".into(), 0)])
+            .unwrap();
+        let second = got[0].as_ref().unwrap();
+        assert_eq!((second.start, second.end), (chunks[1].start, chunks[1].end));
+        assert_eq!((second.char_start, second.char_end), (13, 34));
+        assert_eq!(second.text, "Second sentence here.");
+        assert!(got[1].is_none());
+        let first = got[2].as_ref().unwrap();
+        assert_eq!(
+            (first.title.as_str(), first.source.as_str()),
+            ("Doc one", "/docs/d1.md")
+        );
+        assert_eq!(first.heading_path, ["Top", "Sub"]);
+        assert_eq!(first.pages, Some((2, 3)));
+        assert_eq!(first.text.chars().count(), first.char_end - first.char_start);
+    }
+
+    /// An index written before the span fields existed is rebuilt by a
+    /// writer (it opens empty and unstamped) and refused by a reader.
+    #[test]
+    fn an_index_of_the_older_layout_is_recreated_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = Schema::builder();
+        builder.add_text_field("doc_id", STRING | STORED | FAST);
+        builder.add_text_field("text", STORED);
+        let old = Index::create_in_dir(dir.path(), builder.build()).unwrap();
+        let mut writer: IndexWriter = old.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut prepared = writer.prepare_commit().unwrap();
+        prepared.set_payload("7");
+        prepared.commit().unwrap();
+        drop((writer, old));
+
+        assert!(matches!(LexicalIndex::open(dir.path()), Err(Error::Corrupt(_))));
+        let index = LexicalIndex::open_or_create(dir.path()).unwrap();
+        assert_eq!(index.committed_seq().unwrap(), None);
+        assert_eq!(index.index.schema(), schema().0);
     }
 
     /// Several segments, deleted chunks, repeated query terms, terms absent

@@ -34,7 +34,7 @@ use knowhow_core::{Chunk, CollectionRef, Document};
 use redb::ReadableDatabase;
 use tantivy::IndexWriter;
 
-pub use lexical::{english_analyzer, Hit, ScoredChunk, Snippet};
+pub use lexical::{analyze, english_analyzer, Hit, ScoredChunk, Snippet, SourceChunk};
 pub use store::{SourceRecord, StoredDocument};
 pub use vectors::{Filter, ModelPin};
 
@@ -825,6 +825,20 @@ impl Reader {
     /// chunk is not in the collection (removed since it was ranked).
     pub fn chunk_texts(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<String>>, Error> {
         self.lexical.chunk_texts(chunks)
+    }
+
+    /// The full record of each (document id, ordinal) chunk: document title
+    /// and source, heading path, pages, byte and character span, text. `None`
+    /// where the chunk is not in the collection. Reads only the lexical
+    /// index, so it works while an ingest holds the store.
+    pub fn chunks(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<SourceChunk>>, Error> {
+        self.lexical.chunks(chunks)
+    }
+
+    /// (document id, ordinal) of every chunk in the collection, sorted: a
+    /// document's chunks in order.
+    pub fn chunk_ids(&self) -> Result<Vec<(String, u32)>, Error> {
+        self.lexical.chunk_ids()
     }
 
     /// BM25 top `k` chunks, ids and scores only (fast; for evaluation).

@@ -32,15 +32,21 @@ pub enum Command {
         #[arg(long)]
         timings: bool,
     },
+    /// Compare a fine-tuned adapter with its base model on held-out rows: loss, perplexity, exact match,
+    /// JSON-valid, JSON-schema-valid and regex match rates (stored on the adapter's card)
+    Tune(crate::tune::EvalArgs),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Beir {
-        dir,
-        mut retrieval,
-        split,
-        timings,
-    } = command;
+    let (dir, mut retrieval, split, timings) = match command {
+        Command::Beir {
+            dir,
+            retrieval,
+            split,
+            timings,
+        } => (dir, retrieval, split, timings),
+        Command::Tune(args) => return crate::tune::evaluate(context, args),
+    };
     let mode = *retrieval.mode.get_or_insert(Mode::Lexical);
     let dataset = beir::load(&dir, &split).map_err(anyhow::Error::msg)?;
     let name = dir
@@ -57,6 +63,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let embed_model = match mode {
         Mode::Lexical => embedding::NONE.to_string(),
         _ => retrieval
+            .tuning
             .embed_model
             .clone()
             .unwrap_or_else(|| knowhow_hub::DEFAULT_EMBEDDING_MODEL.to_string()),
@@ -94,7 +101,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let ingest_seconds = started.elapsed().as_secs_f64();
 
     let reader = context.home.open_reader(&collection)?;
-    let retriever = Retriever::new(&beir_context, &reader, &retrieval)?;
+    let retriever = Retriever::new(&beir_context, &reader, retrieval.mode, &retrieval.tuning)?;
     let started = Instant::now();
     let bar = output::progress(dataset.queries.len() as u64, context.json, "querying");
     let mut runs: HashMap<String, Run> = HashMap::with_capacity(dataset.queries.len());

@@ -1,16 +1,23 @@
 //! The `knowhow` command line: parses arguments and hands each subcommand to
 //! its module. Work happens in the library crates.
 
+mod adapters;
+mod ask;
 mod collections;
+mod data;
 mod docs;
 mod embed;
 mod embedding;
 mod eval;
 mod ingest;
+mod llm;
+mod log;
 mod model;
 mod output;
+mod quickstart;
 mod reembed;
 mod search;
+mod tune;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +28,9 @@ use knowhow_index::Home;
 
 /// knowhow: a knowledge base over your own documents, on your own machine.
 ///
-/// Ingest a folder, search it, and measure retrieval quality on a standard
-/// benchmark. Everything is stored under the home directory (see --home).
+/// Ingest a folder, search it, ask questions answered with citations, and
+/// measure retrieval quality on a standard benchmark. Everything is stored
+/// under the home directory (see --home). New here? Run `knowhow quickstart`.
 #[derive(Parser)]
 #[command(name = "knowhow", version, propagate_version = true)]
 struct Cli {
@@ -61,6 +69,20 @@ enum Command {
     /// Measure retrieval quality
     #[command(subcommand)]
     Eval(eval::Command),
+    /// Answer a question from the collection, citing the sources
+    Ask(ask::Args),
+    /// Try knowhow on a small sample corpus: ingest it, ask three questions, show answers with sources
+    Quickstart(quickstart::Args),
+    /// Show the audit log: every answer, its sources, model and prompt hash
+    Log(log::Args),
+    /// LoRA fine-tune a local base model on a JSONL dataset and register the adapter
+    Tune(tune::Args),
+    /// Check, split or profile a fine-tuning dataset (JSONL)
+    #[command(subcommand)]
+    Data(data::Command),
+    /// List, show, remove, export or merge fine-tuned adapters
+    #[command(subcommand)]
+    Adapters(adapters::Command),
     /// Download, list or remove embedding and reranking models
     #[command(subcommand, after_long_help = model::RESOLUTION_HELP)]
     Model(model::Command),
@@ -105,6 +127,12 @@ fn main() -> ExitCode {
         Command::Collections(command) => collections::run(&context, command),
         Command::Eval(command) => eval::run(&context, command),
         Command::Model(command) => model::run(&context, command),
+        Command::Ask(args) => ask::run(&context, args),
+        Command::Quickstart(args) => quickstart::run(&context, args),
+        Command::Log(args) => log::run(&context, args),
+        Command::Tune(args) => tune::run(&context, args),
+        Command::Data(command) => data::run(&context, command),
+        Command::Adapters(command) => adapters::run(&context, command),
     };
     match result {
         Ok(code) => code,

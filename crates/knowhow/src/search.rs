@@ -39,6 +39,13 @@ pub struct RetrievalArgs {
     /// Retrieval mode [default: hybrid when the collection has vectors, else lexical]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    #[command(flatten)]
+    pub tuning: RetrievalTuning,
+}
+
+/// Models and knobs of retrieval: shared by `search`, `eval beir` and `ask`.
+#[derive(clap::Args, Clone)]
+pub struct RetrievalTuning {
     /// Embedding model for the query; must be the collection's [default: the collection's model]
     #[arg(long, value_name = "MODEL")]
     pub embed_model: Option<String>,
@@ -77,11 +84,14 @@ impl Retriever {
     /// Picks the mode and loads what it needs. Models are never downloaded
     /// here. Without `--mode`, a collection whose model cannot be loaded is
     /// searched lexically (said once on stderr).
-    pub fn new(context: &Context, reader: &Reader, args: &RetrievalArgs) -> anyhow::Result<Retriever> {
+    pub fn new(
+        context: &Context,
+        reader: &Reader,
+        requested: Option<Mode>,
+        args: &RetrievalTuning,
+    ) -> anyhow::Result<Retriever> {
         let pin = reader.model_pin()?;
-        let mut mode = args
-            .mode
-            .unwrap_or(if pin.is_some() { Mode::Hybrid } else { Mode::Lexical });
+        let mut mode = requested.unwrap_or(if pin.is_some() { Mode::Hybrid } else { Mode::Lexical });
         let mut embedder = None;
         if mode != Mode::Lexical {
             let Some(pin) = &pin else {
@@ -94,7 +104,7 @@ impl Retriever {
             };
             match embedding::for_query(context, args.embed_model.as_deref(), pin, 32) {
                 Ok(loaded) => embedder = Some(loaded),
-                Err(e) if args.mode.is_none() => {
+                Err(e) if requested.is_none() => {
                     embedding::lexical_only_notice(
                         &format!("{e:#}"),
                         &format!(
@@ -145,6 +155,19 @@ impl Retriever {
         })
     }
 
+    /// The query embedder, when the mode uses one.
+    pub fn embedder(&self) -> Option<&knowhow_rag::Embedder> {
+        self.embedder.as_ref().map(|e| &e.embedder)
+    }
+
+    pub fn reranker(&self) -> Option<&Reranker> {
+        self.reranker.as_ref()
+    }
+
+    pub fn options(&self) -> &RetrievalOptions {
+        &self.options
+    }
+
     /// The top `k` chunks for `query`.
     pub fn retrieve(&self, reader: &Reader, query: &str, k: usize) -> anyhow::Result<Vec<Retrieved>> {
         Ok(knowhow_rag::retrieve(
@@ -181,7 +204,7 @@ pub struct Args {
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let reader = context.home.open_reader(&context.collection)?;
-    let retriever = Retriever::new(context, &reader, &args.retrieval)?;
+    let retriever = Retriever::new(context, &reader, args.retrieval.mode, &args.retrieval.tuning)?;
     let retrieved = retriever.retrieve(&reader, &args.query, args.k)?;
     let chunks: Vec<ScoredChunk> = retrieved
         .iter()

@@ -290,7 +290,8 @@ fn eval_beir_computes_metrics_on_a_small_folder_and_caches_the_corpus() {
         "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n",
     );
     let scores = kh.json(&["eval", "beir", beir.to_str().unwrap()]);
-    let keys: Vec<&String> = scores.as_object().unwrap().keys().collect();
+    let mut keys: Vec<&String> = scores.as_object().unwrap().keys().collect();
+    keys.sort();
     assert_eq!(keys, ["mrr@10", "ndcg@10", "queries", "recall@100"]);
     assert_eq!(scores["queries"], 2);
     // q1 finds d1 first (1.0); q2's relevant d3 shares no term (0.0).

@@ -10,6 +10,9 @@ pub enum Error {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
 
+    #[error("cannot write {}: {source} (check the folder exists and is writable)", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+
     #[error("{} is not valid: {source}", path.display())]
     Json { path: PathBuf, source: serde_json::Error },
 

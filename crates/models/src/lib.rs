@@ -11,14 +11,18 @@
 //! Everything runs in f32 on the CPU, on candle's thread pool (rayon; `RAYON_NUM_THREADS` sets its size).
 
 pub mod bert;
+pub mod chat_template;
 mod cross_encoder;
+pub mod decoder;
 mod error;
 mod ops;
 mod pooling;
 mod sentence;
 mod tokenize;
 
+pub use chat_template::{ChatTemplate, ChatTemplateError};
 pub use cross_encoder::CrossEncoder;
+pub use decoder::{Decoder, DecoderConfig, KvCache, LoraConfig};
 pub use error::Error;
 pub use pooling::{l2_normalize, Pooling};
 pub use sentence::{ModelInfo, SentenceEmbedder};

@@ -3,6 +3,7 @@
 //! remote servers) and the HTTP clients for remote embedding and re-ranking
 //! servers ([`remote`]).
 
+pub mod answer;
 pub mod fusion;
 pub mod llm;
 pub mod models;

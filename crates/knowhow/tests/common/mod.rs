@@ -26,7 +26,8 @@ impl Knowhow {
             // Nor this machine's Hugging Face cache: tests see only what they set up.
             .env("HF_HUB_CACHE", self.home.path().join("hf-cache"))
             .env_remove("KNOWHOW_NAMESPACE")
-            .env_remove("KNOWHOW_COLLECTION");
+            .env_remove("KNOWHOW_COLLECTION")
+            .env_remove("KNOWHOW_LLM");
         command
     }
 

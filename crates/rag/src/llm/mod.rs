@@ -7,6 +7,9 @@
 //! a team points knowhow at (vLLM, Ollama, llama.cpp, TGI, OpenAI) speaks it
 //! and because local chat templates take the same shape of messages.
 
+pub mod local;
+pub mod openai;
+
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a message.
@@ -156,7 +159,10 @@ pub enum LlmError {
     Model(String),
     /// The prompt does not fit the model's context.
     #[error("the prompt has {prompt_tokens} tokens but the model's context holds {context_tokens}")]
-    ContextOverflow { prompt_tokens: usize, context_tokens: usize },
+    ContextOverflow {
+        prompt_tokens: usize,
+        context_tokens: usize,
+    },
 }
 
 /// A model that continues a conversation.

@@ -37,12 +37,17 @@ impl Failure {
     fn is_transient(&self) -> bool {
         match self {
             Failure::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            Failure::Transport(error) => matches!(
-                error,
-                ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_)
-            ),
+            Failure::Transport(error) => is_transient_transport(error),
         }
     }
+}
+
+/// Whether a transport error (connection refused or reset, timeout, garbled response) may go away on a retry.
+pub(crate) fn is_transient_transport(error: &ureq::Error) -> bool {
+    matches!(
+        error,
+        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_)
+    )
 }
 
 impl JsonPoster {
@@ -146,24 +151,34 @@ impl JsonPoster {
     /// together do not retry together, yet each still waits at least half the delay). Both are capped by
     /// `max_backoff`.
     fn delay_before_retry(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(retry_after) = retry_after {
-            return retry_after.min(self.max_backoff);
-        }
-        let doubled = self.initial_backoff.saturating_mul(2u32.saturating_pow(attempts - 1));
-        let delay = doubled.min(self.max_backoff);
-        delay / 2 + (delay / 2).mul_f64(random_fraction())
+        backoff_delay(self.initial_backoff, self.max_backoff, attempts, retry_after)
     }
 }
 
+/// The pause after the `attempts`-th failure (see [`JsonPoster::delay_before_retry`]), for every remote client.
+pub(crate) fn backoff_delay(
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    if let Some(retry_after) = retry_after {
+        return retry_after.min(max_backoff);
+    }
+    let doubled = initial_backoff.saturating_mul(2u32.saturating_pow(attempts - 1));
+    let delay = doubled.min(max_backoff);
+    delay / 2 + (delay / 2).mul_f64(random_fraction())
+}
+
 /// A number in [0, 1) that differs between calls; std's per-process random hash keys are enough for jitter.
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The wait a server asks for: `retry-after-ms` (OpenAI and Azure) or `Retry-After` in seconds. The HTTP-date
 /// form of `Retry-After` is not read; the computed back-off applies then.
-fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
     let seconds = match number("retry-after-ms") {
         Some(millis) => millis / 1000.0,
@@ -174,7 +189,7 @@ fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
 
 /// The human part of an error body: OpenAI's `{"error": {"message": ..}}`, TEI's `{"error": ..}`, Cohere's and
 /// Jina's `{"message": ..}` or `{"detail": ..}`; otherwise the start of the body as it is.
-fn server_message(body: &str) -> String {
+pub(crate) fn server_message(body: &str) -> String {
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let message = json.as_ref().and_then(|json| {
         [

@@ -8,7 +8,7 @@
 //! status code and the server's own message.
 
 pub mod embeddings;
-mod http;
+pub(crate) mod http;
 pub mod rerank;
 
 use std::time::Duration;

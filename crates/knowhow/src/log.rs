@@ -1,0 +1,109 @@
+//! `knowhow log`: the audit log of answers, newest last.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use knowhow_rag::answer::AuditRecord;
+
+use crate::{ask, output, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Show the last N answers
+    #[arg(short = 'l', long, default_value_t = 20, value_name = "N")]
+    pub last: usize,
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let path = ask::audit_log_path(context);
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !context.json {
+                println!("no answers logged yet in namespace {}", context.collection.namespace);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut records = Vec::new();
+    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A line cut short by a crash is the only damage an append-only log
+        // can take: report it and show the rest.
+        match serde_json::from_str::<AuditRecord>(&line) {
+            Ok(record) => records.push(record),
+            Err(e) => eprintln!("warning: {} line {}: {e}", path.display(), number + 1),
+        }
+    }
+    let first = records.len().saturating_sub(args.last);
+    for record in &records[first..] {
+        if context.json {
+            output::json_line(&serde_json::to_value(record)?);
+            continue;
+        }
+        let cited: Vec<String> = record
+            .cited
+            .iter()
+            .map(|s| format!("[{}] {}", s.number, s.document_id))
+            .collect();
+        println!(
+            "{}  {}  {}{}  {} ms  prompt {}",
+            timestamp(record.at),
+            record.mode,
+            record.model,
+            record.adapter.as_ref().map(|a| format!(" +{a}")).unwrap_or_default(),
+            record.latency_ms,
+            &record.prompt_hash[..record.prompt_hash.len().min(12)],
+        );
+        println!("  Q: {}", record.question);
+        if record.abstained {
+            println!("  abstained; {} chunks retrieved", record.retrieved.len());
+        } else {
+            println!(
+                "  cited: {}; {} chunks retrieved",
+                cited.join(", "),
+                record.retrieved.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch (civil-from-days,
+/// H. Hinnant's algorithm).
+fn timestamp(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let time = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(timestamp(1_795_301_999), "2026-11-21 22:59:59");
+    }
+}

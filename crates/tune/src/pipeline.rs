@@ -1,0 +1,463 @@
+//! `knowhow tune`: from a JSONL file and a base model folder to a registered LoRA adapter.
+//!
+//! ```text
+//! DATA.jsonl ─split (seeded; --val/--test override)─▶ RUN/data/{train,validation,test}.jsonl
+//!            ─encode with the base's chat template (plain prompt + completion + EOS without one)─▶ length-sorted batches
+//! BASE/ ─load (frozen)─▶ + LoRA ─train (AdamW, warm-up + cosine, accumulation, clipping, checkpoints)─▶ best params
+//!       ─save PEFT folder─▶ registry: HOME/adapters/NAME/vN/ with card.json
+//! ```
+//!
+//! A run works in `HOME/tune/NAME/` (the split, `train/metrics.jsonl`, `train/checkpoint-STEP/`). An interrupted
+//! run (Ctrl-C) leaves its checkpoint there and registers nothing; `resume` continues it exactly. A new run without
+//! `resume` starts that folder afresh.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use knowhow_models::decoder::{causal_lm_loss_sum, load_tokenizer, peft, Decoder, LoraConfig};
+use knowhow_models::{ChatTemplate, ChatTemplateError};
+
+use crate::data::{self, Batch, DataError, EncodeOptions, EncodeReport, Encoded, Message, SplitOptions, SplitReport};
+use crate::registry::{self, BaseModel, Card, DatasetInfo, Entry, HyperParameters, Metrics, Registry, RegistryError};
+use crate::schedule::Warmup;
+use crate::train::{self, Progress, StopReason, TrainConfig, TrainError, TrainReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] knowhow_models::Error),
+    #[error(transparent)]
+    Template(#[from] ChatTemplateError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A base model ready for training or evaluation: the decoder, its tokenizer and how it renders conversations.
+pub struct Base {
+    pub dir: PathBuf,
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    /// `None`: the folder has no chat template; rows are rendered as plain prompt + completion + EOS.
+    pub template: Option<ChatTemplate>,
+    /// The end-of-sequence text the plain renderer appends (the model's first EOS token).
+    eos_text: String,
+}
+
+impl Base {
+    /// Loads `config.json`, the weights, `tokenizer.json` and the chat template (if any) of a Hugging Face folder.
+    pub fn load(dir: &Path) -> Result<Base, TuneError> {
+        let decoder = Decoder::load(dir)?;
+        let tokenizer = load_tokenizer(dir)?;
+        let template = ChatTemplate::from_model_dir(dir)?;
+        let eos_text = decoder
+            .config()
+            .eos_token_ids
+            .first()
+            .and_then(|&id| tokenizer.id_to_token(id))
+            .or_else(|| template.as_ref().and_then(|t| t.eos_token().map(str::to_string)))
+            .ok_or_else(|| {
+                TuneError::Invalid(format!(
+                    "{}: the model declares no eos_token_id in config.json, so generations and training rows \
+                     could not end; add one",
+                    dir.display()
+                ))
+            })?;
+        Ok(Base {
+            dir: dir.to_path_buf(),
+            decoder,
+            tokenizer,
+            template,
+            eos_text,
+        })
+    }
+
+    /// Renders `messages` as the model was trained to read them.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        match &self.template {
+            Some(template) => {
+                let values: Vec<serde_json::Value> = messages.iter().map(Message::to_template_value).collect();
+                template
+                    .render(&values, None, add_generation_prompt)
+                    .map_err(|error| error.to_string())
+            }
+            None => data::plain_text(&self.eos_text)(messages, add_generation_prompt),
+        }
+    }
+
+    /// Token ids that end a generation: the model's EOS ids and the template's `eos_token` (`<|im_end|>`, ...).
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids = self.decoder.config().eos_token_ids.clone();
+        let template_eos = self.template.as_ref().and_then(|t| t.eos_token());
+        if let Some(id) = template_eos.and_then(|token| self.tokenizer.token_to_id(token)) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The id padding positions hold (never trained: their labels are ignored).
+    pub fn pad_id(&self) -> u32 {
+        self.tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| self.decoder.config().eos_token_ids.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// Encodes rows with this model's template and tokenizer.
+    pub fn encode(&self, rows: &[data::Row], options: &EncodeOptions) -> (Vec<Encoded>, EncodeReport) {
+        let render = |messages: &[Message], generation: bool| self.render(messages, generation);
+        data::encode_rows(rows, &render, &self.tokenizer, options)
+    }
+
+    /// Weights of the base model, counted from its configuration.
+    pub fn parameter_count(&self) -> usize {
+        let c = self.decoder.config();
+        let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let bias = |on: bool, n: usize| if on { n } else { 0 };
+        let attention = c.hidden_size * (q + 2 * kv)
+            + q * c.hidden_size
+            + bias(c.qkv_bias, q + 2 * kv)
+            + bias(c.o_bias, c.hidden_size);
+        let mlp = 3 * c.hidden_size * c.intermediate_size + bias(c.mlp_bias, 2 * c.intermediate_size + c.hidden_size);
+        let layer = attention + mlp + 2 * c.hidden_size;
+        let embeddings = c.vocab_size * c.hidden_size * if c.tie_word_embeddings { 1 } else { 2 };
+        embeddings + c.num_hidden_layers * layer + c.hidden_size
+    }
+}
+
+/// Groups encoded rows into padded batches of `batch_size`, similar lengths together (less padding; the training
+/// loop shuffles the batches).
+pub fn make_batches(mut rows: Vec<Encoded>, batch_size: usize, pad_id: u32) -> Vec<Batch> {
+    rows.sort_by_key(|row| row.input_ids.len());
+    rows.chunks(batch_size.max(1))
+        .map(|chunk| data::pad_batch(chunk, pad_id))
+        .collect()
+}
+
+/// The summed completion-token loss of a batch and its token count (see [`causal_lm_loss_sum`]).
+pub fn batch_loss_sum(decoder: &Decoder, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
+    let device = decoder.device();
+    let input_ids = Tensor::from_slice(&batch.input_ids, (batch.rows, batch.seq_len), device)?;
+    let labels = Tensor::from_slice(&batch.labels, (batch.rows, batch.seq_len), device)?;
+    let logits = decoder.forward(&input_ids, None)?;
+    causal_lm_loss_sum(&logits, &labels)
+}
+
+/// Everything `knowhow tune` takes.
+#[derive(Debug, Clone)]
+pub struct TuneOptions {
+    pub data: PathBuf,
+    pub base: PathBuf,
+    pub name: String,
+    pub lora: LoraConfig,
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub max_length: usize,
+    pub warmup: Warmup,
+    pub eval_every: Option<usize>,
+    pub save_every: Option<usize>,
+    pub patience: Option<usize>,
+    pub seed: u64,
+    pub validation_file: Option<PathBuf>,
+    pub test_file: Option<PathBuf>,
+    /// Continue the interrupted run of `name` from its latest checkpoint.
+    pub resume: bool,
+    /// Set from a Ctrl-C handler: the run finishes its step, checkpoints and returns.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl TuneOptions {
+    /// PEFT's and Hugging Face's usual LoRA recipe for `data` on `base`, registered as `name`.
+    pub fn new(data: PathBuf, base: PathBuf, name: String) -> TuneOptions {
+        TuneOptions {
+            data,
+            base,
+            name,
+            lora: LoraConfig::default(),
+            lr: 2e-4,
+            epochs: 3,
+            batch_size: 4,
+            grad_accum: 1,
+            max_length: 1024,
+            warmup: Warmup::Ratio(0.03),
+            eval_every: None,
+            save_every: None,
+            patience: None,
+            seed: 42,
+            validation_file: None,
+            test_file: None,
+            resume: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What a run did. `entry` is the registered adapter, `None` when the run was interrupted.
+#[derive(Debug, Serialize)]
+pub struct TuneOutcome {
+    pub split: SplitReport,
+    pub train_encoding: EncodeReport,
+    pub validation_encoding: EncodeReport,
+    pub run_dir: PathBuf,
+    pub stop_reason: StopReason,
+    pub steps: usize,
+    pub total_steps: usize,
+    /// The checkpoint to resume from, when interrupted.
+    pub checkpoint: Option<PathBuf>,
+    pub trainable_parameters: usize,
+    pub total_parameters: usize,
+    #[serde(skip)]
+    pub entry: Option<Entry>,
+    pub adapter_dir: Option<PathBuf>,
+    pub card: Option<Card>,
+}
+
+/// Stages of a run, for the CLI to report as they happen.
+pub enum Event<'a> {
+    /// The data is split and encoded; training starts.
+    Prepared {
+        split: &'a SplitReport,
+        train: &'a EncodeReport,
+        validation: &'a EncodeReport,
+        trainable: usize,
+        total: usize,
+    },
+    Step(&'a Progress),
+}
+
+/// Runs the whole pipeline (see the module docs). `on_event` sees the prepared data and every training step.
+pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event)) -> Result<TuneOutcome, TuneError> {
+    registry::validate_name(&options.name)?;
+    if options.batch_size == 0 {
+        return Err(TuneError::Invalid("--batch-size must be at least 1".into()));
+    }
+    let run_dir = home.join("tune").join(&options.name);
+    let train_dir = run_dir.join("train");
+    let resume_from = if options.resume {
+        Some(train::latest_checkpoint(&train_dir)?.ok_or_else(|| {
+            TuneError::Invalid(format!(
+                "nothing to resume: {} holds no checkpoint; run without --resume",
+                train_dir.display()
+            ))
+        })?)
+    } else {
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir).map_err(|source| TuneError::Io {
+                path: run_dir.clone(),
+                source,
+            })?;
+        }
+        None
+    };
+
+    let split_options = SplitOptions {
+        seed: options.seed,
+        validation_file: options.validation_file.clone(),
+        test_file: options.test_file.clone(),
+        ..SplitOptions::default()
+    };
+    let split = data::split(&options.data, &run_dir.join("data"), &split_options)?;
+    let train_rows = data::Dataset::load(&split.train.path, true)?.rows;
+    let validation_rows = data::Dataset::load(&split.validation.path, true)?.rows;
+    if train_rows.is_empty() {
+        return Err(TuneError::Invalid(format!(
+            "{}: no valid training rows (see `knowhow data check {}`)",
+            options.data.display(),
+            options.data.display()
+        )));
+    }
+
+    let mut base = Base::load(&options.base)?;
+    let encode_options = EncodeOptions {
+        max_len: options.max_length,
+        ..EncodeOptions::default()
+    };
+    let (train_encoded, train_encoding) = base.encode(&train_rows, &encode_options);
+    let (validation_encoded, validation_encoding) = base.encode(&validation_rows, &encode_options);
+    if train_encoded.is_empty() {
+        return Err(TuneError::Invalid(format!(
+            "no training row could be encoded within --max-length {} ({} dropped, {} failed)",
+            options.max_length,
+            train_encoding.dropped_rows,
+            train_encoding.failed.len()
+        )));
+    }
+    let pad_id = base.pad_id();
+    let train_batches = make_batches(train_encoded, options.batch_size, pad_id);
+    let validation_batches = make_batches(validation_encoded, options.batch_size, pad_id);
+
+    base.decoder.add_lora(&options.lora, options.seed)?;
+    let params = base.decoder.lora_vars();
+    let trainable: usize = params.iter().map(|(_, var)| var.elem_count()).sum();
+    let total = base.parameter_count() + trainable;
+    on_event(Event::Prepared {
+        split: &split,
+        train: &train_encoding,
+        validation: &validation_encoding,
+        trainable,
+        total,
+    });
+
+    let config = TrainConfig {
+        epochs: options.epochs,
+        lr: options.lr,
+        warmup: options.warmup,
+        grad_accum: options.grad_accum,
+        eval_every: options.eval_every,
+        save_every: options.save_every,
+        early_stopping_patience: options.patience,
+        seed: options.seed,
+        output_dir: train_dir.clone(),
+        stop: options.stop.clone(),
+        ..TrainConfig::default()
+    };
+    let decoder = RefCell::new(base.decoder);
+    let loss = |batch: &Batch, training: bool| {
+        let mut decoder = decoder.borrow_mut();
+        decoder.set_training(training);
+        let (sum, count) = batch_loss_sum(&decoder, batch)?;
+        Ok(((sum / count.max(1) as f64)?, count))
+    };
+    let report = train::train(
+        &params,
+        &train_batches,
+        &validation_batches,
+        &loss,
+        &config,
+        resume_from.as_deref(),
+        &mut |progress| on_event(Event::Step(progress)),
+    )?;
+    let mut base = Base {
+        decoder: decoder.into_inner(),
+        ..base
+    };
+    base.decoder.set_training(false);
+
+    let mut outcome = TuneOutcome {
+        split,
+        train_encoding,
+        validation_encoding,
+        run_dir: run_dir.clone(),
+        stop_reason: report.stop_reason,
+        steps: report.steps,
+        total_steps: report.total_steps,
+        checkpoint: report.last_checkpoint.clone(),
+        trainable_parameters: trainable,
+        total_parameters: total,
+        entry: None,
+        adapter_dir: None,
+        card: None,
+    };
+    if report.stop_reason == StopReason::Interrupted {
+        return Ok(outcome);
+    }
+    let saved_step = match &report.best_checkpoint {
+        Some(best) => {
+            train::load_params(best, &params)?;
+            report.best_step
+        }
+        None => Some(report.steps),
+    };
+    let staged = run_dir.join("adapter");
+    let base_path = options.base.canonicalize().unwrap_or_else(|_| options.base.clone());
+    peft::save_adapter(&base.decoder, &staged, &base_path.display().to_string())?;
+    let card = card(
+        options,
+        &base_path,
+        &outcome,
+        &report,
+        saved_step,
+        train_steps_warmup(&config, &report),
+    )?;
+    let entry = Registry::new(home).register(&staged, card)?;
+    outcome.adapter_dir = Some(entry.dir.clone());
+    outcome.card = Some(entry.card.clone());
+    outcome.entry = Some(entry);
+    Ok(outcome)
+}
+
+fn train_steps_warmup(config: &TrainConfig, report: &TrainReport) -> usize {
+    config.warmup.steps(report.total_steps)
+}
+
+fn card(
+    options: &TuneOptions,
+    base_path: &Path,
+    outcome: &TuneOutcome,
+    report: &TrainReport,
+    saved_step: Option<usize>,
+    warmup_steps: usize,
+) -> Result<Card, TuneError> {
+    let split = &outcome.split;
+    Ok(Card {
+        name: options.name.clone(),
+        version: 0,
+        base_model: BaseModel {
+            path: base_path.display().to_string(),
+            sha256: registry::weights_sha256(base_path)?,
+        },
+        dataset: DatasetInfo {
+            path: options.data.display().to_string(),
+            sha256: split.input.checksum.clone(),
+            train_rows: split.train.rows,
+            validation_rows: split.validation.rows,
+            test_rows: split.test.rows,
+            test_sha256: crate::evaluate::rows_checksum(&data::Dataset::load(&split.test.path, true)?.rows),
+        },
+        hyper_parameters: HyperParameters {
+            r: options.lora.r,
+            alpha: options.lora.alpha,
+            dropout: options.lora.dropout,
+            targets: options.lora.targets.clone(),
+            lr: options.lr,
+            epochs: options.epochs,
+            batch_size: options.batch_size,
+            grad_accum: options.grad_accum,
+            max_length: options.max_length,
+            warmup_steps,
+            seed: options.seed,
+        },
+        metrics: Metrics {
+            steps: report.steps,
+            tokens: report.tokens,
+            train_seconds: report.elapsed.as_secs_f64(),
+            train_loss: report.last_loss,
+            val_loss: report.best_val_loss.or(report.last_val_loss),
+            saved_step,
+            stop_reason: stop_reason_name(report.stop_reason).to_string(),
+            trainable_parameters: outcome.trainable_parameters,
+            total_parameters: outcome.total_parameters,
+            evaluation: None,
+        },
+        created: registry::now_rfc3339(),
+        knowhow_version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+pub fn stop_reason_name(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::Completed => "completed",
+        StopReason::EarlyStopped => "early_stopped",
+        StopReason::Interrupted => "interrupted",
+    }
+}
