@@ -3,6 +3,8 @@
 //! that names where both live. Every other crate depends on this one and on
 //! nothing else of the workspace below it.
 
+pub mod time;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -74,25 +74,12 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch (civil-from-days,
-/// H. Hinnant's algorithm).
+/// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch.
 fn timestamp(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let time = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = knowhow_core::time::UtcDateTime::from_unix(seconds);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        time / 3600,
-        time % 3600 / 60,
-        time % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 

@@ -1,0 +1,64 @@
+//! Calendar dates from Unix time, in UTC, without a date-time dependency.
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A UTC date and time of day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UtcDateTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+impl UtcDateTime {
+    /// The UTC date and time `seconds` after the Unix epoch.
+    pub fn from_unix(seconds: u64) -> UtcDateTime {
+        let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+        let time = seconds % 86_400;
+        UtcDateTime {
+            year,
+            month,
+            day,
+            hour: time / 3600,
+            minute: time % 3600 / 60,
+            second: time % 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_become_utc_calendar_dates() {
+        let at = |s| {
+            let t = UtcDateTime::from_unix(s);
+            (t.year, t.month, t.day, t.hour, t.minute, t.second)
+        };
+        assert_eq!(at(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(at(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(at(1_795_301_999), (2026, 11, 21, 22, 59, 59));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}
