@@ -20,7 +20,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
-use knowhow_models::decoder::{causal_lm_loss_sum, load_tokenizer, peft, Decoder, LoraConfig};
+use knowhow_models::decoder::{decoder_loss_sum, load_tokenizer, peft, Decoder, LoraConfig};
 use knowhow_models::{ChatTemplate, ChatTemplateError};
 
 use crate::data::{self, Batch, DataError, EncodeOptions, EncodeReport, Encoded, Message, SplitOptions, SplitReport};
@@ -152,13 +152,12 @@ pub fn make_batches(mut rows: Vec<Encoded>, batch_size: usize, pad_id: u32) -> V
         .collect()
 }
 
-/// The summed completion-token loss of a batch and its token count (see [`causal_lm_loss_sum`]).
+/// The summed completion-token loss of a batch and its token count (see [`decoder_loss_sum`]).
 pub fn batch_loss_sum(decoder: &Decoder, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
     let device = decoder.device();
     let input_ids = Tensor::from_slice(&batch.input_ids, (batch.rows, batch.seq_len), device)?;
     let labels = Tensor::from_slice(&batch.labels, (batch.rows, batch.seq_len), device)?;
-    let logits = decoder.forward(&input_ids, None)?;
-    causal_lm_loss_sum(&logits, &labels)
+    decoder_loss_sum(decoder, &input_ids, &labels)
 }
 
 /// Everything `knowhow tune` takes.

@@ -5,7 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, Var};
 
 use super::rng::Rng;
 
@@ -105,7 +106,9 @@ impl Lora {
         } else {
             x.clone()
         };
-        x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)? * self.scaling
+        // Scaling the rank-r product rather than the output: the same update, with one output-sized tensor fewer
+        // in the training graph per adapted layer.
+        (x.matmul(&self.a.t()?)? * self.scaling)?.matmul(&self.b.t()?)
     }
 
     /// Inverted dropout (survivors scaled by `1/(1-p)`), as `torch.nn.Dropout` in training mode.
@@ -148,7 +151,7 @@ impl Linear {
         leading.pop();
         let rows: usize = leading.iter().product();
         let x = x.reshape((rows, input))?;
-        let mut y = x.matmul(&self.weight.t()?)?;
+        let mut y = matmul_transposed(&x, &self.weight)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -160,10 +163,94 @@ impl Linear {
     }
 }
 
+/// `x · Wᵀ` for `x: [rows, in]` and `W: [out, in]`. When `x` is part of a training graph and `W` is frozen, the
+/// product goes through [`FrozenWeightMatmul`], whose backward pass skips the weight's gradient.
+pub(crate) fn matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if x.track_op() && !weight.track_op() && x.device().is_cpu() {
+        x.apply_op2(weight, FrozenWeightMatmul)
+    } else {
+        x.matmul(&weight.t()?)
+    }
+}
+
+/// `x · Wᵀ` with a gradient for `x` only. candle's own matmul always computes both operands' gradients: for a frozen
+/// weight that is a third matmul per layer in every backward pass, and a weight-sized buffer held until the step
+/// ends (measured on a 40M-parameter Qwen2 shape: a third of the step time).
+struct FrozenWeightMatmul;
+
+impl CustomOp2 for FrozenWeightMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-weight-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, input) = x_layout.shape().dims2()?;
+        let (out, weight_input) = w_layout.shape().dims2()?;
+        if input != weight_input {
+            candle_core::bail!(
+                "frozen-weight-matmul: x is [{rows}, {input}] but the weight is [{out}, {weight_input}]"
+            );
+        }
+        let product = x.matmul(w, (1, rows, out, input), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((product, Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        weight: &Tensor,
+        _product: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(weight)?), None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    #[test]
+    fn a_frozen_weight_gets_no_gradient_and_the_input_the_same_one() {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (3, 5), &device).unwrap();
+        let upstream = Tensor::randn(0f32, 1.0, (4, 3), &device).unwrap();
+        let x = Var::randn(0f32, 1.0, (4, 5), &device).unwrap();
+
+        let frozen = matmul_transposed(x.as_tensor(), &weight).unwrap();
+        let plain = x.as_tensor().matmul(&weight.t().unwrap()).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(max_diff(&frozen, &plain) < 1e-5);
+
+        let frozen_grads = (frozen * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let plain_grads = (plain * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(frozen_grads.get(&x).unwrap(), plain_grads.get(&x).unwrap()) < 1e-5);
+        // Besides x and the upstream factor, candle's matmul leaves one gradient: the weight's.
+        let others = |grads: &candle_core::backprop::GradStore| {
+            grads
+                .get_ids()
+                .filter(|&&id| id != x.id() && id != upstream.id())
+                .count()
+        };
+        assert_eq!(others(&frozen_grads), 0);
+        assert_eq!(others(&plain_grads), 1);
+    }
 
     #[test]
     fn fresh_adapter_changes_nothing_and_is_seeded() {

@@ -5,14 +5,17 @@
 //!   [`KvCache`]; `forward_last` gives only the last position's logits (generation).
 //! - LoRA with PEFT's semantics: [`Decoder::add_lora`], [`Decoder::lora_vars`] (the trainable variables with
 //!   PEFT's key names), [`Decoder::set_training`] (dropout), [`Decoder::remove_lora`]; [`causal_lm_loss`] is
-//!   transformers' shifted cross-entropy.
+//!   transformers' shifted cross-entropy, and [`decoder_loss_sum`] the same loss computed from the decoder with
+//!   logits only where a label is kept (the training loss).
 //! - PEFT folders ([`peft`]): save and load `adapter_config.json` + `adapter_model.safetensors`, and merge an adapter
 //!   into a full model folder.
 //! - [`generate`]: greedy or temperature/top-p sampling (seeded), EOS and stop strings, streaming text that never
 //!   splits a UTF-8 character nor shows the start of a stop string before it is decided.
 //!
-//! Base weights are plain tensors (no gradient storage); adapters are `Var`s. All compute is f32.
+//! Base weights are plain tensors (no gradient storage, and their products skip the weight gradient that candle's
+//! matmul would compute); adapters are `Var`s. All compute is f32.
 
+mod causal_softmax;
 mod config;
 pub mod generate;
 mod lora;
@@ -32,7 +35,7 @@ use crate::error::{config_error, read_json, Error};
 pub use config::{Architecture, DecoderConfig, RopeScaling};
 pub use generate::{generate, FinishReason, GenerateOptions, Generation};
 pub use lora::{LoraConfig, ALL_TARGETS};
-pub use loss::{causal_lm_loss, causal_lm_loss_sum};
+pub use loss::{causal_lm_loss, causal_lm_loss_sum, decoder_loss_sum};
 pub use model::{Decoder, KvCache};
 
 impl Decoder {

@@ -15,8 +15,9 @@
 use candle_core::{Device, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use super::causal_softmax::CausalSoftmax;
 use super::config::{DecoderConfig, RopeScaling};
-use super::lora::{Linear, Lora, LoraConfig, ALL_TARGETS};
+use super::lora::{matmul_transposed, Linear, Lora, LoraConfig, ALL_TARGETS};
 use super::rng::Rng;
 
 /// Keys and values of every position seen so far, per layer, so that generation feeds one new token per step.
@@ -219,14 +220,25 @@ impl Decoder {
         rms_norm(&x, &self.norm, c.rms_norm_eps)
     }
 
+    /// Logits `[n, vocab]` of the flattened positions `positions` (u32 indices into `batch · seq`) only. A training
+    /// loss needs just the positions that predict a kept label, and the vocabulary projection, the largest matmul of
+    /// a small model, then skips the prompt and the padding.
+    pub fn forward_positions(&self, input_ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, None)?;
+        let (batch, seq, hidden_size) = hidden.dims3()?;
+        self.project(&hidden.reshape((batch * seq, hidden_size))?.index_select(positions, 0)?)
+    }
+
     /// `[batch, seq, hidden]` → `[batch, seq, vocab]` through the output projection (or the tied embeddings).
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (batch, seq, hidden_size) = hidden.dims3()?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden
-            .reshape((batch * seq, hidden_size))?
-            .matmul(&head.t()?)?
+        self.project(&hidden.reshape((batch * seq, hidden_size))?)?
             .reshape((batch, seq, self.config.vocab_size))
+    }
+
+    /// `[rows, hidden]` → `[rows, vocab]`.
+    fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        matmul_transposed(hidden, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))
     }
 
     fn attention(
@@ -259,10 +271,12 @@ impl Decoder {
         }
         let k = repeat_kv(&k, c.group_size())?;
         let v = repeat_kv(&v, c.group_size())?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let mask = causal_mask(seq, offset, layer.sliding_window, x.device())?;
-        let probabilities = softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let probabilities = CausalSoftmax {
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+            offset,
+            window: layer.sliding_window,
+        }
+        .apply(&q.matmul(&k.t()?)?)?;
         let out =
             probabilities
                 .matmul(&v)?
@@ -446,14 +460,6 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
-        candle_nn::ops::softmax(x, D::Minus1)
-    } else {
-        candle_nn::ops::softmax_last_dim(x)
-    }
-}
-
 /// Key/value heads `[b, kv_heads, t, d]` repeated to `[b, kv_heads · group, t, d]`, each `group` times in a row.
 fn repeat_kv(x: &Tensor, group: usize) -> Result<Tensor> {
     if group == 1 {
@@ -463,31 +469,11 @@ fn repeat_kv(x: &Tensor, group: usize) -> Result<Tensor> {
     Tensor::cat(&vec![x; group], 2)?.reshape((batch, kv_heads * group, positions, dim))
 }
 
-/// `[seq, offset + seq]`: 0 where query `offset + i` may see key `j` (`j ≤ offset + i`, and within the window),
-/// −∞ elsewhere.
-fn causal_mask(seq: usize, offset: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
-    let keys = offset + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| {
-            let query = offset + i;
-            (0..keys).map(move |key| {
-                let visible = key <= query && window.is_none_or(|w| query - key < w);
-                if visible {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(mask, (seq, keys), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decoder::config::Architecture;
-    use crate::decoder::loss::causal_lm_loss;
+    use crate::decoder::loss::{causal_lm_loss, causal_lm_loss_sum, decoder_loss_sum};
     use candle_core::DType;
     use candle_nn::{Optimizer, VarMap};
 
@@ -562,19 +548,58 @@ mod tests {
     }
 
     #[test]
-    fn windowed_mask_sees_only_recent_positions() {
-        let mask = causal_mask(3, 2, Some(2), &Device::Cpu)
+    fn the_training_loss_equals_the_full_logits_loss_with_the_same_adapter_gradients() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        Decoder::new(tiny_config(), vb).unwrap();
+        // Frozen copies of the weights, as a loaded model has them, and an adapter whose B is not zero (so that A
+        // has a gradient too).
+        let frozen = varmap
+            .data()
+            .lock()
             .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let visible: Vec<Vec<bool>> = mask.iter().map(|row| row.iter().map(|v| *v == 0.0).collect()).collect();
-        assert_eq!(
-            visible,
-            vec![
-                vec![false, true, true, false, false],
-                vec![false, false, true, true, false],
-                vec![false, false, false, true, true],
-            ]
-        );
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let mut decoder = Decoder::new(
+            tiny_config(),
+            VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let config = LoraConfig {
+            r: 2,
+            dropout: 0.0,
+            ..LoraConfig::default()
+        };
+        decoder.add_lora(&config, 7).unwrap();
+        let vars = decoder.lora_vars();
+        for (_, var) in vars.iter().filter(|(name, _)| name.contains("lora_B")) {
+            var.set(&Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+
+        let input = Tensor::new(&[[1u32, 5, 9, 13, 2, 6], [3, 4, 5, 6, 7, 8]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(
+            &[[-100i64, -100, 9, 13, 2, -100], [-100, 4, -100, 6, 7, 8]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (full, full_count) = causal_lm_loss_sum(&decoder.forward(&input, None).unwrap(), &labels).unwrap();
+        let (picked, picked_count) = decoder_loss_sum(&decoder, &input, &labels).unwrap();
+        assert_eq!((full_count, picked_count), (7, 7));
+        let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+        assert!((scalar(&full) - scalar(&picked)).abs() < 1e-5);
+
+        let full_grads = full.backward().unwrap();
+        let picked_grads = picked.backward().unwrap();
+        for (name, var) in &vars {
+            let (a, b) = (full_grads.get(var).unwrap(), picked_grads.get(var).unwrap());
+            let diff = scalar(&(a - b).unwrap().abs().unwrap().max_all().unwrap());
+            let size = scalar(&a.abs().unwrap().max_all().unwrap());
+            assert!(
+                size > 0.0 && diff <= 1e-5 * size.max(1.0),
+                "{name}: {diff} (gradient up to {size})"
+            );
+        }
     }
 }
