@@ -71,7 +71,8 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn bwd(&self, _scores: &Tensor, probabilities: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // Masked positions have p = 0, so they get no gradient.
+        // Masked positions have p = 0, so they get no gradient. Detached: a gradient must not carry a graph.
+        let probabilities = &probabilities.detach();
         let dot = (grad * probabilities)?.sum_keepdim(D::Minus1)?;
         let grad = ((grad.broadcast_sub(&dot)? * probabilities)? * self.scale as f64)?;
         Ok(Some(grad))

@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, Var};
+use candle_core::op::{Add, Mul};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, Var};
 
 use super::rng::Rng;
 
@@ -99,28 +100,24 @@ impl Lora {
         Ok(Lora::new(a, b, config.scaling(), config.dropout, rng.next_u64()))
     }
 
-    /// `B (A dropout(x)) · scaling` for `x: [rows, in]`.
-    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let x = if training && self.dropout > 0.0 {
-            self.dropout(x)?
-        } else {
-            x.clone()
-        };
-        // Scaling the rank-r product rather than the output: the same update, with one output-sized tensor fewer
-        // in the training graph per adapted layer.
-        (x.matmul(&self.a.t()?)? * self.scaling)?.matmul(&self.b.t()?)
+    /// The dropout of this forward pass: the mask's seed and probability, `None` when not dropping. Each training
+    /// forward draws a fresh seed from `(dropout_seed, call number)`.
+    fn dropout_for_call(&self, training: bool) -> Option<(u64, f64)> {
+        (training && self.dropout > 0.0).then(|| {
+            let call = self.dropout_calls.fetch_add(1, Ordering::Relaxed);
+            (
+                self.dropout_seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                self.dropout,
+            )
+        })
     }
+}
 
-    /// Inverted dropout (survivors scaled by `1/(1-p)`), as `torch.nn.Dropout` in training mode.
-    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
-        let call = self.dropout_calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = Rng::new(self.dropout_seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let keep = (1.0 / (1.0 - self.dropout)) as f32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.next_f64() < self.dropout { 0.0 } else { keep })
-            .collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
-    }
+/// Inverted dropout's multipliers, as `torch.nn.Dropout` in training mode: 0 with probability `p`, else `1/(1-p)`.
+fn dropout_mask(seed: u64, p: f64, len: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    (0..len).map(|_| if rng.next_f64() < p { 0.0 } else { keep }).collect()
 }
 
 /// A linear layer of the decoder (weight `[out, in]`, optional bias) that may carry a LoRA adapter.
@@ -151,12 +148,20 @@ impl Linear {
         leading.pop();
         let rows: usize = leading.iter().product();
         let x = x.reshape((rows, input))?;
-        let mut y = matmul_transposed(&x, &self.weight)?;
+        let mut y = match &self.lora {
+            Some(lora) => x.apply_op3(
+                lora.a.as_tensor(),
+                lora.b.as_tensor(),
+                LoraLinear {
+                    weight: self.weight.clone(),
+                    scaling: lora.scaling,
+                    dropout: lora.dropout_for_call(training),
+                },
+            )?,
+            None => matmul_transposed(&x, &self.weight)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
-        }
-        if let Some(lora) = &self.lora {
-            y = (y + lora.forward(&x, training)?)?;
         }
         leading.push(out);
         y.reshape(leading)
@@ -209,6 +214,104 @@ impl CustomOp2 for FrozenWeightMatmul {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.matmul(weight)?), None))
+    }
+}
+
+/// A LoRA layer's `x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ` as one op of `(x, A, B)`, with the frozen `W` inside it.
+///
+/// Written with candle's ops, an adapted layer keeps the base product, the adapter's product and its scaled copy,
+/// the dropout mask and the masked input alive in the training graph until the backward pass (for the decoder of
+/// `bench/tune_speed.py`, some 600 MB). This op keeps only `x`; its backward pass recomputes the rank-r
+/// intermediates and the mask (from its seed), and gives `x` a gradient only when `x` needs one.
+struct LoraLinear {
+    weight: Tensor,
+    scaling: f64,
+    /// `(seed, p)` of the dropout mask; `None` when not dropping.
+    dropout: Option<(u64, f64)>,
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, input) = x_layout.shape().dims2()?;
+        let (r, a_input) = a_layout.shape().dims2()?;
+        let (out, b_r) = b_layout.shape().dims2()?;
+        let (weight, weight_layout) = self.weight.storage_and_layout();
+        let Storage::Cpu(weight) = &*weight else {
+            candle_core::bail!("lora-linear: the weight is not on the CPU");
+        };
+        if weight_layout.shape().dims2()? != (out, input) || a_input != input || b_r != r {
+            candle_core::bail!(
+                "lora-linear: x [{rows}, {input}], weight {:?}, A [{r}, {a_input}] and B [{out}, {b_r}] do not fit",
+                weight_layout.shape().dims()
+            );
+        }
+        let contiguous = |columns: usize| Layout::contiguous((rows, columns));
+        let base = x.matmul(weight, (1, rows, out, input), x_layout, &weight_layout.transpose(0, 1)?)?;
+        let dropped = match self.dropout {
+            Some((seed, p)) => {
+                let mask = CpuStorage::F32(dropout_mask(seed, p, rows * input));
+                Some(x.binary_impl::<Mul>(&mask, x_layout, &contiguous(input))?)
+            }
+            None => None,
+        };
+        let (x, x_layout) = match &dropped {
+            Some(dropped) => (dropped, contiguous(input)),
+            None => (x, x_layout.clone()),
+        };
+        let down = x.matmul(a, (1, rows, r, input), &x_layout, &a_layout.transpose(0, 1)?)?;
+        let down = down.affine(&contiguous(r), self.scaling, 0.0)?;
+        let update = down.matmul(b, (1, rows, out, r), &contiguous(r), &b_layout.transpose(0, 1)?)?;
+        let y = base.binary_impl::<Add>(&update, &contiguous(out), &contiguous(out))?;
+        Ok((y, Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached: gradients computed from the tracked A, B and x would otherwise carry a graph of their own, and
+        // the accumulated gradients of A and B would keep every layer's backward intermediates alive.
+        let needs_grad_x = x.track_op();
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let mask = self
+            .dropout
+            .map(|(seed, p)| Tensor::from_vec(dropout_mask(seed, p, x.elem_count()), x.shape(), x.device()))
+            .transpose()?;
+        let dropped = match &mask {
+            Some(mask) => (&x * mask)?,
+            None => x.clone(),
+        };
+        // ∂/∂(s·dropout(x)·Aᵀ) = ∂y · B, and s once more on the way to A and to x.
+        let grad_down = (grad.matmul(&b)? * self.scaling)?;
+        let grad_a = grad_down.t()?.matmul(&dropped)?;
+        let grad_b = grad.t()?.matmul(&(dropped.matmul(&a.t()?)? * self.scaling)?)?;
+        let grad_x = if needs_grad_x {
+            let through_adapter = grad_down.matmul(&a)?;
+            let through_adapter = match &mask {
+                Some(mask) => (through_adapter * mask)?,
+                None => through_adapter,
+            };
+            Some((grad.matmul(&self.weight)? + through_adapter)?)
+        } else {
+            None
+        };
+        Ok((grad_x, Some(grad_a), Some(grad_b)))
     }
 }
 
@@ -287,19 +390,80 @@ mod tests {
 
     #[test]
     fn dropout_only_in_training_and_scales_survivors() {
-        let lora = Lora::new(
+        let mut linear = Linear::new(Tensor::zeros((1, 1000), DType::F32, &Device::Cpu).unwrap(), None);
+        linear.lora = Some(Lora::new(
             Var::ones((4, 1000), DType::F32, &Device::Cpu).unwrap(),
             Var::ones((1, 4), DType::F32, &Device::Cpu).unwrap(),
             1.0,
             0.25,
             9,
-        );
+        ));
         let x = Tensor::ones((1, 1000), DType::F32, &Device::Cpu).unwrap();
-        let eval = lora.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()[0][0];
-        assert_eq!(eval, 4000.0);
-        let dropped = lora.dropout(&x).unwrap().to_vec2::<f32>().unwrap().remove(0);
-        let zeros = dropped.iter().filter(|v| **v == 0.0).count();
+        let y = |training| linear.forward(&x, training).unwrap().to_vec2::<f32>().unwrap()[0][0];
+        assert_eq!(y(false), 4000.0);
+        let (first, second) = (y(true), y(true));
+        assert_ne!(first, second, "each training forward draws a fresh mask");
+        // 4 · Σ mask: about 4 · 750 · 4/3 = 4000 in expectation.
+        assert!((3600.0..4400.0).contains(&first), "{first}");
+
+        let mask = dropout_mask(9, 0.25, 1000);
+        let zeros = mask.iter().filter(|v| **v == 0.0).count();
         assert!((200..300).contains(&zeros), "{zeros} of 1000 dropped at p=0.25");
-        assert!(dropped.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+        assert!(mask.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn the_fused_layer_has_the_gradients_of_the_same_layer_written_with_candle_ops() {
+        let device = Device::Cpu;
+        let (rows, input, out, r) = (6, 5, 4, 2);
+        let weight = Tensor::randn(0f32, 1.0, (out, input), &device).unwrap();
+        let x = Var::randn(0f32, 1.0, (rows, input), &device).unwrap();
+        let a = Var::randn(0f32, 1.0, (r, input), &device).unwrap();
+        let b = Var::randn(0f32, 1.0, (out, r), &device).unwrap();
+        let upstream = Tensor::randn(0f32, 1.0, (rows, out), &device).unwrap();
+        for dropout in [None, Some((5u64, 0.3))] {
+            let fused = x
+                .apply_op3(
+                    &a,
+                    &b,
+                    LoraLinear {
+                        weight: weight.clone(),
+                        scaling: 1.5,
+                        dropout,
+                    },
+                )
+                .unwrap();
+            let dropped = match dropout {
+                Some((seed, p)) => (x.as_tensor()
+                    * Tensor::from_vec(dropout_mask(seed, p, rows * input), (rows, input), &device).unwrap())
+                .unwrap(),
+                None => x.as_tensor().clone(),
+            };
+            let update = (dropped
+                .matmul(&a.t().unwrap())
+                .unwrap()
+                .matmul(&b.t().unwrap())
+                .unwrap()
+                * 1.5)
+                .unwrap();
+            let plain = (x.matmul(&weight.t().unwrap()).unwrap() + update).unwrap();
+            let max_diff = |p: &Tensor, q: &Tensor| {
+                (p - q)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert!(max_diff(&fused, &plain) < 1e-4);
+            let fused_grads = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let plain_grads = (plain * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            for var in [&x, &a, &b] {
+                let diff = max_diff(fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+                assert!(diff < 1e-4, "{dropout:?}: {diff}");
+            }
+        }
     }
 }
