@@ -18,7 +18,8 @@ completion tokens only. A step is forward, backward, clipping and the optimizer 
 tokens (rows x 256) over the mean step time, the first step excluded (it warms caches and allocators for both).
 knowhow's step times come from its metrics log (`elapsed_s` of each step); Python's from perf_counter around each
 step. Peak memory is each process's max RSS (wait4). Rounds alternate between the tools; the best round of each
-is reported with the ratio (knowhow speed-up; >= 1.0 means knowhow is faster).
+is reported with the ratio (knowhow speed-up; >= 1.0 means knowhow is faster). A last knowhow run at rank 64 (8x
+the adapter) shows how peak memory follows the adapter's size.
 """
 import argparse
 import collections
@@ -153,12 +154,12 @@ def python_round(workdir, batch_size):
     return json.loads(out)["step_seconds"][1:], rss
 
 
-def knowhow_round(binary, workdir, batch_size, round_no):
-    home = os.path.join(workdir, f"home-{round_no}")
+def knowhow_round(binary, workdir, batch_size, round_no, rank=LORA["r"]):
+    home = os.path.join(workdir, f"home-{round_no}-r{rank}")
     cmd = [binary, "--home", home, "--json", "tune", os.path.join(workdir, "train.jsonl"),
            "--val", os.path.join(workdir, "val.jsonl"), "--test", os.path.join(workdir, "test.jsonl"),
            "--base", os.path.join(workdir, "model"), "--name", "bench",
-           "--rank", str(LORA["r"]), "--alpha", str(LORA["alpha"]), "--dropout", str(LORA["dropout"]),
+           "--rank", str(rank), "--alpha", str(LORA["alpha"] * rank // LORA["r"]), "--dropout", str(LORA["dropout"]),
            "--targets", ",".join(LORA["targets"]), "--lr", str(LR), "--warmup", "0", "--epochs", "1",
            "--batch-size", str(batch_size), "--max-length", str(SEQ)]
     out, rss = measured(cmd, env=dict(os.environ, RAYON_NUM_THREADS=str(THREADS)))
@@ -205,6 +206,8 @@ def main():
             for name, value in (("knowhow", k), ("peft", p)):
                 if name not in best or value[0] > best[name][0]:
                     best[name] = value
+        # Memory follows the adapter, not the model: 8x the adapter's parameters, and the peak barely moves.
+        _, big_rss, big = knowhow_round(args.knowhow, workdir, args.batch_size, 0, rank=8 * LORA["r"])
         print(json.dumps({
             "model_parameters": outcome["total_parameters"],
             "trainable_parameters": outcome["trainable_parameters"],
@@ -217,6 +220,7 @@ def main():
             "ratio": round(best["knowhow"][0] / best["peft"][0], 3),
             "knowhow_peak_rss_mib": round(best["knowhow"][1]),
             "peft_peak_rss_mib": round(best["peft"][1]),
+            "knowhow_rank_64": {"trainable_parameters": big["trainable_parameters"], "peak_rss_mib": round(big_rss)},
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "peft": peft.__version__},
         }, indent=2))
