@@ -306,6 +306,12 @@ pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event))
     let validation_batches = make_batches(validation_encoded, options.batch_size, pad_id);
 
     base.decoder.add_lora(&options.lora, options.seed)?;
+    if let Some(checkpoint) = &resume_from {
+        // Validation runs without dropout: each training batch consumed so far drew exactly one mask per layer.
+        let state = train::read_trainer_state(checkpoint)?;
+        let batches_done = state.epoch * state.num_train_batches + state.position_in_epoch;
+        base.decoder.set_dropout_calls(batches_done as u64);
+    }
     let params = base.decoder.lora_vars();
     let trainable: usize = params.iter().map(|(_, var)| var.elem_count()).sum();
     let total = base.parameter_count() + trainable;

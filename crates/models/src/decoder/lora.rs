@@ -100,6 +100,12 @@ impl Lora {
         Ok(Lora::new(a, b, config.scaling(), config.dropout, rng.next_u64()))
     }
 
+    /// Makes the next training forward draw the mask of forward number `calls`, as if `calls` had already run: a
+    /// resumed run continues the dropout sequence of the run it continues.
+    pub fn set_dropout_calls(&self, calls: u64) {
+        self.dropout_calls.store(calls, Ordering::Relaxed);
+    }
+
     /// The dropout of this forward pass: the mask's seed and probability, `None` when not dropping. Each training
     /// forward draws a fresh seed from `(dropout_seed, call number)`.
     fn dropout_for_call(&self, training: bool) -> Option<(u64, f64)> {

@@ -367,6 +367,19 @@ impl Decoder {
         vars
     }
 
+    /// Sets every adapter's count of training forwards (see `Lora::set_dropout_calls`). Each training forward
+    /// draws fresh dropout masks from that count, so a run resumed after `n` forwards must start at `n` to continue
+    /// with the masks of the run it continues.
+    pub fn set_dropout_calls(&self, calls: u64) {
+        for layer in &self.layers {
+            for (_, linear) in layer.linears() {
+                if let Some(lora) = &linear.lora {
+                    lora.set_dropout_calls(calls);
+                }
+            }
+        }
+    }
+
     /// Drops every adapter: the model is the base model again.
     pub fn remove_lora(&mut self) {
         for layer in &mut self.layers {
