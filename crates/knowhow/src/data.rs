@@ -27,6 +27,8 @@ pub enum Command {
         /// Share of rows for test
         #[arg(long, default_value_t = 0.1)]
         test_ratio: f64,
+        #[command(flatten)]
+        mix: MixArgs,
     },
     /// Rows per shape, duplicates and, with --base, token lengths under the model's chat template
     Stats {
@@ -40,6 +42,26 @@ pub enum Command {
     },
 }
 
+/// General-purpose rows mixed into the training part, the usual guard against forgetting what the base knew.
+#[derive(clap::Args)]
+pub struct MixArgs {
+    /// General-purpose rows (any dataset shape) to mix into the training part
+    #[arg(long, value_name = "FILE")]
+    mix: Option<PathBuf>,
+    /// Share of the final training part made of --mix rows (0.1-0.2 is usual)
+    #[arg(long, value_name = "R", default_value_t = 0.15, requires = "mix")]
+    mix_ratio: f64,
+}
+
+impl MixArgs {
+    pub fn mix(&self) -> Option<data::Mix> {
+        self.mix.as_ref().map(|path| data::Mix {
+            path: path.clone(),
+            ratio: self.mix_ratio,
+        })
+    }
+}
+
 pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { file } => check(context, &file),
@@ -49,6 +71,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             seed,
             val_ratio,
             test_ratio,
+            mix,
         } => {
             let options = SplitOptions {
                 seed,
@@ -57,6 +80,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                     validation: val_ratio,
                     test: test_ratio,
                 },
+                mix: mix.mix(),
                 ..SplitOptions::default()
             };
             let report = data::split(&file, &out, &options)?;
@@ -70,6 +94,15 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                     ("test", &report.test),
                 ] {
                     println!("{name:<11} {:>7} rows  {}", part.rows, part.path.display());
+                }
+                if let Some(mix) = &report.mix {
+                    println!(
+                        "mixed in {} general rows ({} wanted for {:.0}% of train; {} equal to task rows skipped)",
+                        mix.mixed,
+                        mix.wanted,
+                        100.0 * mix.ratio,
+                        mix.overlapping_task_rows
+                    );
                 }
                 for warning in &report.warnings {
                     eprintln!("warning: {warning}");

@@ -73,6 +73,8 @@ pub struct Args {
     /// Test rows from this file instead of 10% of DATA
     #[arg(long, value_name = "FILE")]
     test: Option<PathBuf>,
+    #[command(flatten)]
+    mix: crate::data::MixArgs,
     /// Continue the interrupted run of NAME from its last checkpoint
     #[arg(long)]
     resume: bool,
@@ -125,6 +127,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     options.seed = args.seed;
     options.validation_file = args.val.clone();
     options.test_file = args.test.clone();
+    options.mix = args.mix.mix();
     options.resume = args.resume;
     train::stop_on_ctrl_c(options.stop.clone())?;
 
@@ -144,6 +147,16 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             }
             for failure in train.failed.iter().chain(&validation.failed) {
                 eprintln!("warning: line {}: {}", failure.line, failure.message);
+            }
+            if let Some(mix) = &split.mix {
+                if !json {
+                    eprintln!(
+                        "mix: {} general rows in the training part ({} wanted for {:.0}%)",
+                        mix.mixed,
+                        mix.wanted,
+                        100.0 * mix.ratio
+                    );
+                }
             }
             if train.dropped_rows > 0 {
                 eprintln!(

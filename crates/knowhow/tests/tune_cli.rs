@@ -55,6 +55,46 @@ fn data_check_reports_bad_lines_with_line_and_field_and_fails() {
 }
 
 #[test]
+fn data_split_mixes_general_rows_into_the_training_part_only() {
+    let kh = Knowhow::new();
+    let pairs = tiny::addition_pairs();
+    let (task, general) = (kh.home.path().join("task.jsonl"), kh.home.path().join("general.jsonl"));
+    write(&task, &json_rows(&pairs[..50]));
+    write(&general, &json_rows(&pairs[50..100]));
+    let out_dir = kh.home.path().join("split");
+    let args = [
+        "data",
+        "split",
+        task.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let plain = kh.json(&args);
+    assert!(plain["mix"].is_null());
+    let mixed = kh.json(&[&args[..], &["--mix", general.to_str().unwrap(), "--mix-ratio", "0.2"]].concat());
+    assert_eq!(mixed["validation"]["rows"], plain["validation"]["rows"]);
+    assert_eq!(mixed["test"]["rows"], plain["test"]["rows"]);
+    let task_train = plain["train"]["rows"].as_u64().unwrap();
+    let added = mixed["mix"]["mixed"].as_u64().unwrap();
+    assert_eq!(added, (task_train as f64 * 0.2 / 0.8).round() as u64);
+    assert_eq!(mixed["train"]["rows"].as_u64().unwrap(), task_train + added);
+    let train = std::fs::read_to_string(out_dir.join("train.jsonl")).unwrap();
+    assert_eq!(train.lines().count() as u64, task_train + added);
+
+    let without_file = kh.run(&[
+        "data",
+        "split",
+        task.to_str().unwrap(),
+        "--out",
+        "x",
+        "--mix-ratio",
+        "0.2",
+    ]);
+    assert!(!without_file.status.success());
+    assert!(stderr(&without_file).contains("--mix"), "{}", stderr(&without_file));
+}
+
+#[test]
 fn tune_registers_an_adapter_that_adapters_and_eval_tune_use() {
     let kh = Knowhow::new();
     let base = kh.home.path().join("tiny-base");
@@ -65,9 +105,15 @@ fn tune_registers_an_adapter_that_adapters_and_eval_tune_use() {
     write(&data, &(json_rows(&pairs[..60]) + "{\"prompt\": 5}\n"));
     let test = kh.home.path().join("test.jsonl");
     write(&test, &json_rows(&pairs[90..96]));
+    let general = kh.home.path().join("general.jsonl");
+    write(&general, &json_rows(&pairs[60..90]));
     let out = kh.run(&[
         "--json",
         "tune",
+        "--mix",
+        general.to_str().unwrap(),
+        "--mix-ratio",
+        "0.2",
         data.to_str().unwrap(),
         "--base",
         base.to_str().unwrap(),
@@ -100,6 +146,19 @@ fn tune_registers_an_adapter_that_adapters_and_eval_tune_use() {
         serde_json::json!(["q_proj", "v_proj"])
     );
     assert_eq!(outcome["split"]["test"]["rows"], 6);
+    // General rows make up 20% of the training part, and the card records them.
+    let split = &outcome["split"];
+    let (task, mixed) = (
+        split["task_train_rows"].as_u64().unwrap(),
+        split["mix"]["mixed"].as_u64().unwrap(),
+    );
+    assert_eq!(mixed, (task as f64 * 0.2 / 0.8).round() as u64);
+    assert_eq!(split["train"]["rows"].as_u64().unwrap(), task + mixed);
+    assert_eq!(outcome["card"]["dataset"]["mix"]["rows"].as_u64().unwrap(), mixed);
+    assert_eq!(
+        outcome["card"]["dataset"]["mix"]["sha256"],
+        split["mix"]["input"]["checksum"]
+    );
     let adapter_dir = kh.home.path().join("adapters/json-fmt/v1");
     for file in ["adapter_config.json", "adapter_model.safetensors", "card.json"] {
         assert!(adapter_dir.join(file).is_file(), "{file} missing");

@@ -24,7 +24,9 @@ use knowhow_models::decoder::{decoder_loss_sum, load_tokenizer, peft, Decoder, L
 use knowhow_models::{ChatTemplate, ChatTemplateError};
 
 use crate::data::{self, Batch, DataError, EncodeOptions, EncodeReport, Encoded, Message, SplitOptions, SplitReport};
-use crate::registry::{self, BaseModel, Card, DatasetInfo, Entry, HyperParameters, Metrics, Registry, RegistryError};
+use crate::registry::{
+    self, BaseModel, Card, DatasetInfo, Entry, HyperParameters, Metrics, MixInfo, Registry, RegistryError,
+};
 use crate::schedule::Warmup;
 use crate::train::{self, Progress, StopReason, TrainConfig, TrainError, TrainReport};
 
@@ -179,6 +181,8 @@ pub struct TuneOptions {
     pub seed: u64,
     pub validation_file: Option<PathBuf>,
     pub test_file: Option<PathBuf>,
+    /// General-purpose rows mixed into the training part.
+    pub mix: Option<data::Mix>,
     /// Continue the interrupted run of `name` from its latest checkpoint.
     pub resume: bool,
     /// Set from a Ctrl-C handler: the run finishes its step, checkpoints and returns.
@@ -205,6 +209,7 @@ impl TuneOptions {
             seed: 42,
             validation_file: None,
             test_file: None,
+            mix: None,
             resume: false,
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -273,6 +278,7 @@ pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event))
         seed: options.seed,
         validation_file: options.validation_file.clone(),
         test_file: options.test_file.clone(),
+        mix: options.mix.clone(),
         ..SplitOptions::default()
     };
     let split = data::split(&options.data, &run_dir.join("data"), &split_options)?;
@@ -428,6 +434,16 @@ fn card(
             validation_rows: split.validation.rows,
             test_rows: split.test.rows,
             test_sha256: crate::evaluate::rows_checksum(&data::Dataset::load(&split.test.path, true)?.rows),
+            mix: options
+                .mix
+                .as_ref()
+                .zip(split.mix.as_ref())
+                .map(|(mix, report)| MixInfo {
+                    path: mix.path.display().to_string(),
+                    sha256: report.input.checksum.clone(),
+                    ratio: report.ratio,
+                    rows: report.mixed,
+                }),
         },
         hyper_parameters: HyperParameters {
             r: options.lora.r,

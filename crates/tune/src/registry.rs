@@ -76,6 +76,21 @@ pub struct DatasetInfo {
     pub test_rows: usize,
     /// `evaluate::rows_checksum` of the held-out test rows, so an evaluation can say whether it ran on them.
     pub test_sha256: String,
+    /// General-purpose rows mixed into training (`--mix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixInfo>,
+}
+
+/// The general-purpose data mixed into training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixInfo {
+    pub path: String,
+    /// `data::checksum` of the file's unique valid rows.
+    pub sha256: String,
+    /// The requested share of the training part.
+    pub ratio: f64,
+    /// Rows mixed in.
+    pub rows: usize,
 }
 
 /// Everything that shaped the training run.

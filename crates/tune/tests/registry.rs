@@ -32,6 +32,7 @@ fn card(name: &str, val_loss: f64) -> Card {
             validation_rows: 10,
             test_rows: 10,
             test_sha256: "ef".repeat(32),
+            mix: None,
         },
         hyper_parameters: HyperParameters {
             r: 4,
