@@ -22,6 +22,7 @@ mod lora;
 mod loss;
 mod model;
 pub mod peft;
+mod rms_norm;
 mod rng;
 
 use std::path::{Path, PathBuf};

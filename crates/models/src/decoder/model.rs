@@ -18,6 +18,7 @@ use candle_nn::{Init, VarBuilder};
 use super::causal_softmax::CausalSoftmax;
 use super::config::{DecoderConfig, RopeScaling};
 use super::lora::{matmul_transposed, Linear, Lora, LoraConfig, ALL_TARGETS};
+use super::rms_norm::rms_norm;
 use super::rng::Rng;
 
 /// Keys and values of every position seen so far, per layer, so that generation feeds one new token per step.
@@ -444,16 +445,6 @@ fn inverse_frequencies(config: &DecoderConfig) -> Vec<f32> {
                 })
                 .collect()
         }
-    }
-}
-
-/// `x / √(mean(x²) + ε) · weight` over the last dimension.
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.track_op() || weight.track_op() {
-        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(mean_square + eps)?.sqrt()?)?.broadcast_mul(weight)
-    } else {
-        candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
     }
 }
 
