@@ -5,7 +5,6 @@
 //! every one of them until the backward pass. This op keeps its input and its output only, and its backward pass is
 //! the softmax's closed form: `∂scores = scale · p ⊙ (∂p − Σ ∂p ⊙ p)`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -45,11 +44,7 @@ impl CustomOp1 for CausalSoftmax {
             candle_core::bail!("causal-softmax: scores must be [..., queries, keys], got {dims:?}");
         }
         let (queries, keys) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-        let scores = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(values), Some((start, end))) => &values[start..end],
-            (CpuStorage::F32(_), None) => candle_core::bail!("causal-softmax: scores must be contiguous"),
-            _ => candle_core::bail!("causal-softmax: scores must be f32, got {:?}", storage.dtype()),
-        };
+        let scores = super::contiguous_f32(storage, layout, "causal-softmax", "scores")?;
         let mut probabilities = vec![0f32; scores.len()];
         probabilities
             .par_chunks_mut(keys)
@@ -82,6 +77,7 @@ impl CustomOp1 for CausalSoftmax {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::max_abs_diff as max_diff;
     use candle_core::{Device, Var};
 
     /// The same probabilities with candle's own ops: scale, add a −∞ mask, softmax.
@@ -102,17 +98,6 @@ mod tests {
         let mask = Tensor::from_vec(mask, (queries, keys), scores.device()).unwrap();
         let scaled = (scores * op.scale as f64).unwrap();
         candle_nn::ops::softmax(&scaled.broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

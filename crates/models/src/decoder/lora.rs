@@ -324,6 +324,7 @@ impl CustomOp3 for LoraLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::max_abs_diff as max_diff;
     use candle_core::{DType, Device};
 
     #[test]
@@ -335,16 +336,6 @@ mod tests {
 
         let frozen = matmul_transposed(x.as_tensor(), &weight).unwrap();
         let plain = x.as_tensor().matmul(&weight.t().unwrap()).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         assert!(max_diff(&frozen, &plain) < 1e-5);
 
         let frozen_grads = (frozen * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
@@ -373,14 +364,7 @@ mod tests {
         let plain = Linear::new(weight.clone(), None);
         let mut adapted = Linear::new(weight, None);
         adapted.lora = Some(Lora::init(3, 5, &config, &mut Rng::new(1)).unwrap());
-        let difference = (plain.forward(&x, true).unwrap() - adapted.forward(&x, true).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let difference = max_diff(&plain.forward(&x, true).unwrap(), &adapted.forward(&x, true).unwrap());
         assert_eq!(difference, 0.0, "B starts at zero");
         let a = |seed| {
             let lora = Lora::init(3, 5, &config, &mut Rng::new(seed)).unwrap();
@@ -453,16 +437,6 @@ mod tests {
                 * 1.5)
                 .unwrap();
             let plain = (x.matmul(&weight.t().unwrap()).unwrap() + update).unwrap();
-            let max_diff = |p: &Tensor, q: &Tensor| {
-                (p - q)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
             assert!(max_diff(&fused, &plain) < 1e-4);
             let fused_grads = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
             let plain_grads = (plain * &upstream).unwrap().sum_all().unwrap().backward().unwrap();

@@ -39,6 +39,34 @@ pub use lora::{LoraConfig, ALL_TARGETS};
 pub use loss::{causal_lm_loss, causal_lm_loss_sum, decoder_loss_sum};
 pub use model::{Decoder, KvCache};
 
+/// The contiguous f32 values a custom op reads (`op` and `name` for the error).
+fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+    name: &str,
+) -> candle_core::Result<&'a [f32]> {
+    use candle_core::backend::BackendStorage;
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
+        (candle_core::CpuStorage::F32(_), None) => candle_core::bail!("{op}: {name} must be contiguous"),
+        _ => candle_core::bail!("{op}: {name} must be f32, got {:?}", storage.dtype()),
+    }
+}
+
+/// The largest absolute difference between two f32 tensors of one shape (the custom ops' tests).
+#[cfg(test)]
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 impl Decoder {
     /// Loads `config.json` (+ `generation_config.json`) and the weights (`model.safetensors`, or the shards listed in
     /// `model.safetensors.index.json`) of a Hugging Face folder, as frozen f32 tensors.

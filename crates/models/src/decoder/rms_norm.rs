@@ -4,7 +4,6 @@
 //! training graph keeps two activation-sized tensors of them per norm until the backward pass. This op keeps its
 //! input only; the backward pass recomputes the per-row `1/√(mean(x²) + ε)`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -15,14 +14,6 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> 
 
 struct RmsNorm {
     eps: f32,
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
-        (CpuStorage::F32(_), None) => candle_core::bail!("rms-norm: {name} must be contiguous"),
-        _ => candle_core::bail!("rms-norm: {name} must be f32, got {:?}", storage.dtype()),
-    }
 }
 
 impl CustomOp2 for RmsNorm {
@@ -38,7 +29,8 @@ impl CustomOp2 for RmsNorm {
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = x_layout.shape().dims().last().copied().unwrap_or(0);
-        let (x, w) = (f32_slice(x, x_layout, "x")?, f32_slice(w, w_layout, "weight")?);
+        let x = super::contiguous_f32(x, x_layout, "rms-norm", "x")?;
+        let w = super::contiguous_f32(w, w_layout, "rms-norm", "weight")?;
         if w.len() != n || n == 0 {
             candle_core::bail!(
                 "rms-norm: x is {:?} but the weight has {} values",
@@ -85,6 +77,7 @@ impl CustomOp2 for RmsNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::max_abs_diff as max_diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -100,16 +93,6 @@ mod tests {
             .unwrap()
             .broadcast_mul(&w)
             .unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         assert!(max_diff(&fused, &composed) < 1e-5);
         let fused_grads = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
         let composed_grads = (composed * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
