@@ -24,6 +24,7 @@ mod model;
 pub mod peft;
 mod rms_norm;
 mod rng;
+mod rope;
 
 use std::path::{Path, PathBuf};
 

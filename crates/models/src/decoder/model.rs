@@ -12,7 +12,7 @@
 //! no gradient can flow (`!track_op()`: frozen weights and no adapter upstream) candle's fused kernels are used for
 //! RMSNorm, RoPE and softmax instead; both paths are checked against transformers.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::causal_softmax::CausalSoftmax;
@@ -20,6 +20,7 @@ use super::config::{DecoderConfig, RopeScaling};
 use super::lora::{matmul_transposed, Linear, Lora, LoraConfig, ALL_TARGETS};
 use super::rms_norm::rms_norm;
 use super::rng::Rng;
+use super::rope::rope;
 
 /// Keys and values of every position seen so far, per layer, so that generation feeds one new token per step.
 pub struct KvCache {
@@ -445,22 +446,6 @@ fn inverse_frequencies(config: &DecoderConfig) -> Vec<f32> {
                 })
                 .collect()
         }
-    }
-}
-
-/// Rotates each (i, i + d/2) feature pair of `x: [batch, heads, seq, d]` by its position's angle.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
-        let half = x.dim(D::Minus1)? / 2;
-        let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
-        let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
-        let rotated = Tensor::cat(
-            &[&x.narrow(D::Minus1, half, half)?.neg()?, &x.narrow(D::Minus1, 0, half)?],
-            D::Minus1,
-        )?;
-        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
-    } else {
-        candle_nn::rotary_emb::rope(x, cos, sin)
     }
 }
 
