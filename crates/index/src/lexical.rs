@@ -450,22 +450,20 @@ impl LexicalIndex {
 
     /// The text of each chunk, `None` for a chunk not in the index.
     pub(crate) fn chunk_texts(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<String>>, Error> {
-        let searcher = self.reader.searcher();
-        let keys = self.chunk_keys(&searcher)?;
-        chunks
-            .iter()
-            .map(|(id, ordinal)| {
-                let Some(address) = self.address(&searcher, &keys, id, *ordinal)? else {
-                    return Ok(None);
-                };
-                let doc: TantivyDocument = searcher.doc(address)?;
-                Ok(Some(self.stored_text(&doc, self.fields.text)))
-            })
-            .collect()
+        self.read_chunks(chunks, |doc| self.stored_text(doc, self.fields.text))
     }
 
     /// The full record of each chunk, `None` for a chunk not in the index.
     pub(crate) fn chunks(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<SourceChunk>>, Error> {
+        self.read_chunks(chunks, |doc| self.source_chunk(doc))
+    }
+
+    /// `read` of each chunk's stored document, `None` for a chunk not in the index.
+    fn read_chunks<T>(
+        &self,
+        chunks: &[(String, u32)],
+        read: impl Fn(&TantivyDocument) -> T,
+    ) -> Result<Vec<Option<T>>, Error> {
         let searcher = self.reader.searcher();
         let keys = self.chunk_keys(&searcher)?;
         chunks
@@ -475,7 +473,7 @@ impl LexicalIndex {
                     return Ok(None);
                 };
                 let doc: TantivyDocument = searcher.doc(address)?;
-                Ok(Some(self.source_chunk(&doc)))
+                Ok(Some(read(&doc)))
             })
             .collect()
     }

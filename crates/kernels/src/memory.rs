@@ -9,7 +9,8 @@
 //!
 //! Training is the extreme case: a LoRA step on a 40M-parameter decoder builds a graph of some 2 GB of activations
 //! and frees it at the end of the step. With the heap trimmed past 256 MB, every step faulted most of it back in
-//! (page clearing was 12% of the profile); never trimming made `bench/tune_speed.py` 1.07x -> 1.15x PyTorch.
+//! (page clearing was 12% of the profile); never trimming took `bench/tune_speed.py`
+//! from 0.88x to 1.07-1.14x PyTorch.
 
 /// Makes glibc's malloc keep freed memory for reuse: blocks up to 32 MB come from the heap instead of fresh `mmap`s,
 /// and free memory at the top of the heap is kept (up to 2 GB) rather than returned to the kernel.
