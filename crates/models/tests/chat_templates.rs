@@ -12,10 +12,10 @@
 //! ```
 
 mod common;
+mod python_reference;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use knowhow_models::{ChatTemplate, ChatTemplateError};
@@ -57,26 +57,7 @@ fn reference(test: &str) -> Option<&'static (PathBuf, Reference)> {
     let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<(PathBuf, Reference)> = OnceLock::new();
     Some(GENERATED.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("knowhow-models-chat-templates");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/render_chat_templates.py");
-        // strftime_now uses the local time in Python and UTC here: make them the same clock.
-        let output = Command::new(&python)
-            .arg(&script)
-            .arg(&dir)
-            .env("TZ", "UTC")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{} failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let reference = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
-        (dir, reference)
+        python_reference::generate(&python, "render_chat_templates.py", "knowhow-models-chat-templates")
     }))
 }
 

@@ -13,10 +13,10 @@
 //! ```
 
 mod common;
+mod python_reference;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
@@ -61,30 +61,16 @@ struct Fixtures {
     reference: Reference,
 }
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_tiny_decoders.py");
+const SCRIPT: &str = "make_tiny_decoders.py";
 
 /// Runs the generator once per test binary; `None` (skipped) without KNOWHOW_PYTHON.
 fn fixtures(test: &str) -> Option<&'static Fixtures> {
     let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<Fixtures> = OnceLock::new();
     Some(GENERATED.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("knowhow-models-tiny-decoders");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-        run_python(&python, &[dir.to_str().unwrap()]);
-        let reference = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        let (dir, reference) = python_reference::generate(&python, SCRIPT, "knowhow-models-tiny-decoders");
         Fixtures { python, dir, reference }
     }))
-}
-
-fn run_python(python: &str, args: &[&str]) {
-    let output = Command::new(python).arg(SCRIPT).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{SCRIPT} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -406,8 +392,9 @@ fn saved_adapter_round_trips_through_peft() {
     let batch_path = out.path().join("batch.json");
     std::fs::write(&batch_path, serde_json::to_vec(&f.reference.batch).unwrap()).unwrap();
     let result_path = out.path().join("peft_logits.json");
-    run_python(
+    python_reference::run(
         &f.python,
+        SCRIPT,
         &[
             "check-adapter",
             base_dir.to_str().unwrap(),

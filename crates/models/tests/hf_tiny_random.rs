@@ -10,9 +10,9 @@
 //! ```
 
 mod common;
+mod python_reference;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use knowhow_models::{CrossEncoder, LoadOptions, Pooling, SentenceEmbedder};
@@ -51,20 +51,7 @@ fn checkpoints(test: &str) -> Option<&'static (PathBuf, Reference)> {
     let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<(PathBuf, Reference)> = OnceLock::new();
     Some(GENERATED.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("knowhow-models-tiny-checkpoints");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_tiny_checkpoints.py");
-        let output = Command::new(&python).arg(&script).arg(&dir).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{} failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let reference = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
-        (dir, reference)
+        python_reference::generate(&python, "make_tiny_checkpoints.py", "knowhow-models-tiny-checkpoints")
     }))
 }
 
