@@ -19,6 +19,18 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// (year, month, day) in the proleptic Gregorian calendar → days since 1970-01-01; the inverse of
+/// [`civil_from_days`] (Howard Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let shifted_month = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// A UTC date and time of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UtcDateTime {
@@ -44,6 +56,17 @@ impl UtcDateTime {
             second: time % 60,
         }
     }
+
+    /// The day of the week, Monday = 0 to Sunday = 6 (as Python's `weekday()`).
+    pub fn weekday(&self) -> usize {
+        // 1970-01-01 was a Thursday.
+        (days_from_civil(self.year, self.month, self.day) + 3).rem_euclid(7) as usize
+    }
+
+    /// The day of the year, 1 for January 1st.
+    pub fn day_of_year(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) - days_from_civil(self.year, 1, 1) + 1
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +83,28 @@ mod tests {
         assert_eq!(at(951_782_400), (2000, 2, 29, 0, 0, 0));
         assert_eq!(at(1_795_301_999), (2026, 11, 21, 22, 59, 59));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn days_from_civil_inverts_civil_from_days() {
+        for days in [-1000, 0, 59, 11_016, 20_000, 100_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn weekdays_and_days_of_the_year() {
+        let epoch = UtcDateTime::from_unix(0);
+        assert_eq!(
+            (epoch.weekday(), epoch.day_of_year()),
+            (3, 1),
+            "1970-01-01 was a Thursday"
+        );
+        // 2024-07-26, a Friday, day 208 of a leap year.
+        let friday = UtcDateTime::from_unix(1_721_999_109);
+        assert_eq!((friday.weekday(), friday.day_of_year()), (4, 208));
+        let new_years_eve = UtcDateTime::from_unix(1_735_603_200);
+        assert_eq!((new_years_eve.weekday(), new_years_eve.day_of_year()), (1, 366));
     }
 }

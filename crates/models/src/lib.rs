@@ -1,12 +1,17 @@
 //! Neural models on candle, written here rather than taken from a framework: sentence embedders and cross-encoders
-//! of the BERT family (BERT, RoBERTa, XLM-RoBERTa), checked against sentence-transformers and Hugging Face
-//! transformers.
+//! of the BERT family (BERT, RoBERTa, XLM-RoBERTa), decoder-only language models with LoRA, and the chat templates
+//! that turn conversations into their prompts, checked against sentence-transformers, Hugging Face transformers
+//! and PEFT.
 //!
 //! - [`SentenceEmbedder`]: a sentence-transformers folder (all-MiniLM-L6-v2, bge, e5, gte) → one vector per text.
 //! - [`CrossEncoder`]: a sequence-classification folder (ms-marco-MiniLM, bge-reranker) → one logit per
 //!   (query, passage) pair.
 //! - [`bert`]: the encoder itself, which runs packed batches (no padding); its arithmetic goes through `ops`, one
 //!   function per operation, so that faster kernels can replace them.
+//! - [`decoder`]: [`Decoder`], Llama 2/3, Mistral and Qwen2 for generation ([`decoder::generate`]) and LoRA
+//!   training with PEFT's semantics and folders ([`decoder::peft`]).
+//! - [`chat_template`]: [`ChatTemplate`], a model's Hugging Face chat template rendered as transformers'
+//!   `apply_chat_template` renders it.
 //!
 //! Everything runs in f32 on the CPU, on candle's thread pool (rayon; `RAYON_NUM_THREADS` sets its size).
 
@@ -94,18 +99,25 @@ mod tests {
         assert_eq!(options(None).resolve_max_length(Some(8192), 512).unwrap(), 512);
         assert_eq!(options(None).resolve_max_length(None, 512).unwrap(), 512);
         assert_eq!(options(Some(128)).resolve_max_length(Some(256), 512).unwrap(), 128);
-        let message = options(Some(1000))
-            .resolve_max_length(Some(256), 512)
-            .unwrap_err()
-            .to_string();
+        let err = options(Some(1000)).resolve_max_length(Some(256), 512).unwrap_err();
         assert!(
-            message.contains("max_seq_length") && message.contains("1 to 512"),
-            "{message}"
+            matches!(&err, Error::Option { option: "max_seq_length", problem } if problem.contains("1 to 512")),
+            "{err}"
         );
         let zero_batch = LoadOptions {
             batch_size: 0,
             ..LoadOptions::default()
         };
-        assert!(zero_batch.check().unwrap_err().to_string().contains("batch_size"));
+        let err = zero_batch.check().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Option {
+                    option: "batch_size",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The numeric operations of the encoders, one function or type each.
 //!
-//! The model code calls only these for its arithmetic. On the CPU they are knowhow-kernels' fused, vectorised
-//! kernels (one pass for bias + GELU, for bias + residual + LayerNorm, for a head's whole attention); on another
-//! device they fall back to stock candle ops. Inputs are f32; row-wise operations work along the last dimension.
+//! The model code calls only these for its arithmetic. Linear layers, attention and LayerNorm are knowhow-kernels'
+//! fused, vectorised kernels (one pass for bias + GELU, for bias + residual + LayerNorm, for a head's whole
+//! attention), which take CPU tensors only and refuse others with an error, so the encoders load onto the CPU;
+//! tanh-GELU, ReLU and tanh are candle's own ops. Inputs are f32; row-wise operations work along the last
+//! dimension.
 
 use candle_core::{Result, Tensor};
 use knowhow_kernels::PackedLinear;

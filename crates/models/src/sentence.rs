@@ -278,17 +278,19 @@ mod tests {
             {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
             {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#;
         let (_dir, pipeline) = read_pipeline(Some(with_dense));
-        let message = pipeline.unwrap_err().to_string();
+        let err = pipeline.unwrap_err();
         assert!(
-            message.contains("modules.json") && message.contains("Transformer, Pooling, Dense"),
-            "{message}"
+            matches!(&err, Error::Config { path, problem, .. }
+                if path.ends_with("modules.json") && problem.contains("Transformer, Pooling, Dense")),
+            "{err}"
         );
 
         let (_dir, pipeline) = read_pipeline(Some(r#"[{"path": ""}]"#));
-        let message = pipeline.unwrap_err().to_string();
+        let err = pipeline.unwrap_err();
         assert!(
-            message.contains("modules.json") && message.contains("missing field `type`"),
-            "{message}"
+            matches!(&err, Error::Json { path, source }
+                if path.ends_with("modules.json") && source.to_string().contains("missing field `type`")),
+            "{err}"
         );
     }
 }

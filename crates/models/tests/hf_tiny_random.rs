@@ -15,7 +15,7 @@ mod python_reference;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use knowhow_models::{CrossEncoder, LoadOptions, Pooling, SentenceEmbedder};
+use knowhow_models::{CrossEncoder, Error, LoadOptions, Pooling, SentenceEmbedder};
 use serde::Deserialize;
 
 const TOLERANCE: f32 = 1e-4;
@@ -182,21 +182,17 @@ fn loading_errors_name_the_file() {
         return;
     };
     // An embedder folder is not a cross-encoder: its config declares no single label and its weights have no head.
-    let message = CrossEncoder::load(&dir.join("bert-mean"), LoadOptions::default())
+    let err = CrossEncoder::load(&dir.join("bert-mean"), LoadOptions::default())
         .err()
-        .unwrap()
-        .to_string();
+        .unwrap();
     assert!(
-        message.contains("config.json") && message.contains("id2label"),
-        "{message}"
+        matches!(&err, Error::Config { path, field, .. } if path.ends_with("config.json") && field == "id2label"),
+        "{err}"
     );
     let missing = dir.join("no-such-model");
-    let message = SentenceEmbedder::load(&missing, LoadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = SentenceEmbedder::load(&missing, LoadOptions::default()).err().unwrap();
     assert!(
-        message.contains(&missing.join("config.json").display().to_string()),
-        "{message}"
+        matches!(&err, Error::Read { path, .. } if *path == missing.join("config.json")),
+        "{err}"
     );
 }

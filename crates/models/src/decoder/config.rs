@@ -357,18 +357,19 @@ mod tests {
 
     #[test]
     fn unsupported_settings_name_the_field() {
-        let message = parse(&format!(r#"{{"model_type": "gpt2", {BASE}}}"#))
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("architectures"), "{message}");
-        let message = parse(&format!(
+        let err = parse(&format!(r#"{{"model_type": "gpt2", {BASE}}}"#)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, .. } if field == "architectures"),
+            "{err}"
+        );
+        let err = parse(&format!(
             r#"{{"model_type": "llama", {BASE}, "rope_parameters": {{"rope_type": "yarn", "rope_theta": 1.0}}}}"#
         ))
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
         assert!(
-            message.contains("rope_parameters.rope_type") && message.contains("yarn"),
-            "{message}"
+            matches!(&err, Error::Config { field, problem, .. }
+                if field == "rope_parameters.rope_type" && problem.contains("yarn")),
+            "{err}"
         );
     }
 }

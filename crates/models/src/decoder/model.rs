@@ -8,9 +8,11 @@
 //!
 //! then a final RMSNorm and the output projection to vocabulary logits.
 //!
-//! Every operation is differentiable (so LoRA adapters, or a whole model built on a `VarMap`, can be trained). Where
-//! no gradient can flow (`!track_op()`: frozen weights and no adapter upstream) candle's fused kernels are used for
-//! RMSNorm, RoPE and softmax instead; both paths are checked against transformers.
+//! Every operation is differentiable (so LoRA adapters, or a whole model built on a `VarMap`, can be trained), and
+//! inference and training take the same path. RMSNorm, RoPE, the causal softmax and the adapted linear layers are
+//! our own ops with hand-written backward passes (`rms_norm`, `rope`, `causal_softmax`, `lora`), which run on
+//! the CPU only; a product with a frozen weight skips the weight's gradient (`lora::matmul_transposed`); the embedding
+//! lookup, SiLU, the attention matmuls and the residual sums are candle's ops. Checked against transformers.
 
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
