@@ -58,6 +58,18 @@ impl fmt::Display for ModelPin {
 }
 
 impl ModelPin {
+    /// Whether `other` names the same model: the same weights (whatever name or path reached them) read the same
+    /// way. A remote model's weights cannot be checked, so only the same pin is the same model.
+    pub fn same_model(&self, other: &ModelPin) -> bool {
+        if self.checksum == "remote" || other.checksum == "remote" {
+            return self == other;
+        }
+        self.checksum == other.checksum
+            && self.dimension == other.dimension
+            && self.pooling == other.pooling
+            && self.normalized == other.normalized
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.id.is_empty() || self.dimension == 0 {
             return Err(Error::InvalidModelPin(format!(

@@ -225,7 +225,10 @@ fn another_model_is_refused_for_ingest_and_query_naming_both_and_reembed() {
     assert_eq!(writer.model_pin(), Some(&pin(MODEL, DIMENSION)));
     writer.pin_model(&pin(MODEL, DIMENSION)).expect("the same pin is fine");
     let other = pin("model-b", 384);
-    let message = writer.pin_model(&other).expect_err("another model").to_string();
+    let error = writer.pin_model(&other).expect_err("another model");
+    assert!(matches!(error, Error::ModelMismatch { .. }), "{error}");
+    // The message shows the user the way out: both models, and the command that migrates.
+    let message = error.to_string();
     for part in ["model-a", "model-b", "knowhow reembed", "test/vectors"] {
         assert!(message.contains(part), "{part:?} missing from {message}");
     }
@@ -240,8 +243,12 @@ fn another_model_is_refused_for_ingest_and_query_naming_both_and_reembed() {
     let reader = home.open_reader(&collection()).expect("reader");
     assert_eq!(reader.model_pin().expect("pin"), Some(pin(MODEL, DIMENSION)));
     reader.check_model(&pin(MODEL, DIMENSION)).expect("the pinned model");
-    let message = reader.check_model(&other).expect_err("another model").to_string();
-    assert!(message.contains("model-a") && message.contains("model-b") && message.contains("reembed"));
+    let error = reader.check_model(&other).expect_err("another model");
+    assert!(
+        matches!(&error, Error::ModelMismatch { pinned, given, .. } if pinned.id == MODEL && given.id == "model-b"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("reembed"), "{error}");
     let catalog = home.open_catalog(&collection()).expect("catalog");
     assert_eq!(catalog.model_pin().expect("pin"), Some(pin(MODEL, DIMENSION)));
 }
@@ -291,9 +298,10 @@ fn vectors_that_do_not_fit_the_pin_are_refused_and_nothing_is_written() {
         let error = writer
             .apply(vec![source_update("s", vec![good(), bad])])
             .expect_err("invalid vectors");
-        let message = error.to_string();
-        assert!(matches!(error, Error::InvalidVectors { .. }), "{message}");
-        assert!(message.contains(&id) && message.contains(problem), "{message}");
+        assert!(
+            matches!(&error, Error::InvalidVectors { document, problem: p } if *document == id && p.contains(problem)),
+            "{error}"
+        );
     }
     writer.finish().expect("finish");
     let catalog = home.open_catalog(&collection()).expect("catalog");
@@ -304,11 +312,11 @@ fn vectors_that_do_not_fit_the_pin_are_refused_and_nothing_is_written() {
     drop(catalog);
 
     let reader = home.open_reader(&collection()).expect("reader");
-    let message = reader
-        .dense(&[0.5; 3], 3, None)
-        .expect_err("wrong query dimension")
-        .to_string();
-    assert!(message.contains("3 values") && message.contains("24"), "{message}");
+    let error = reader.dense(&[0.5; 3], 3, None).expect_err("wrong query dimension");
+    assert!(
+        matches!(&error, Error::InvalidQuery { problem, .. } if problem.contains("3 values") && problem.contains("24")),
+        "{error}"
+    );
     let mut nan = unit_vector("q", DIMENSION);
     nan[0] = f32::NAN;
     assert!(matches!(reader.dense(&nan, 3, None), Err(Error::InvalidQuery { .. })));
@@ -321,7 +329,10 @@ fn vectors_that_do_not_fit_the_pin_are_refused_and_nothing_is_written() {
             vec![update("d", "s", 1, 1, metadata(&[]), Some(MODEL))],
         )])
         .expect_err("vectors without a model");
-    assert!(error.to_string().contains("no embedding model"), "{error}");
+    assert!(
+        matches!(&error, Error::InvalidVectors { problem, .. } if problem.contains("no embedding model")),
+        "{error}"
+    );
 }
 
 #[test]
@@ -468,8 +479,11 @@ fn a_reembed_interrupted_midway_keeps_the_old_model_and_a_rerun_finishes() {
         .map(|c| chunk_vector(&c.document_id, common::version_of(&c.text), c.ordinal, "model-b"))
         .collect();
     assert_eq!(writer.stage_vectors(&todo, &vectors).expect("stage"), todo.len());
-    let message = writer.finish_reembed().expect_err("incomplete").to_string();
-    assert!(message.contains("have no vector from model-b"), "{message}");
+    let error = writer.finish_reembed().expect_err("incomplete");
+    assert!(
+        matches!(&error, Error::Reembed { problem, .. } if problem.contains("have no vector from model-b")),
+        "{error}"
+    );
     drop(writer);
 
     // Meanwhile: the old model is in force, for searching and ingesting.

@@ -20,6 +20,8 @@
 //! generation `G + 1` and the manifest switches to it; old files are unlinked,
 //! never rewritten, so a reader's map of them stays valid.
 
+mod snapshot;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -28,7 +30,9 @@ use std::path::{Path, PathBuf};
 use knowhow_core::Metadata;
 use serde::{Deserialize, Serialize};
 
-use crate::{store, Error, ModelPin};
+use crate::{io_error, store, Error, ModelPin};
+
+pub(crate) use snapshot::VectorSnapshot;
 
 #[cfg(target_endian = "big")]
 compile_error!("the vector file is mapped as little-endian f32");
@@ -73,7 +77,7 @@ fn read_manifest(dir: &Path) -> Result<Option<Manifest>, Error> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(io_error("read", &path)(e)),
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -88,17 +92,19 @@ pub(crate) fn stamp(dir: &Path) -> Option<(u64, Option<ModelPin>)> {
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), Error> {
     let tmp = dir.join(MANIFEST_TMP);
-    let mut file = File::create(&tmp)?;
-    file.write_all(&store::encode(manifest))?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(MANIFEST))?;
+    let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+    file.write_all(&store::encode(manifest))
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("write", &tmp))?;
+    std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(io_error("rename", &tmp))?;
     sync_dir(dir)
 }
 
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync directory", dir))
 }
 
 #[cfg(not(unix))]
@@ -109,7 +115,9 @@ fn sync_dir(_dir: &Path) -> Result<(), Error> {
 /// The first `len` bytes of a file; an error if it is shorter.
 fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>, Error> {
     let mut bytes = Vec::with_capacity(len as usize);
-    File::open(path)?.take(len).read_to_end(&mut bytes)?;
+    File::open(path)
+        .and_then(|f| f.take(len).read_to_end(&mut bytes))
+        .map_err(io_error("read", path))?;
     if (bytes.len() as u64) < len {
         return Err(Error::Corrupt(format!(
             "{} has {} bytes, its manifest says {len}",
@@ -155,7 +163,10 @@ fn read_records(dir: &Path, manifest: &Manifest) -> Result<(Vec<DocRecord>, Hash
             docs_path.display()
         )));
     }
-    let rows_len = std::fs::metadata(generation_file(dir, ROWS, manifest.generation))?.len();
+    let rows_path = generation_file(dir, ROWS, manifest.generation);
+    let rows_len = std::fs::metadata(&rows_path)
+        .map_err(io_error("read the size of", &rows_path))?
+        .len();
     if rows_len < manifest.rows * row_bytes(manifest.pin.as_ref()) {
         return Err(Error::Corrupt(format!(
             "the vector rows of {} are shorter than its manifest says",
@@ -168,8 +179,9 @@ fn read_records(dir: &Path, manifest: &Manifest) -> Result<(Vec<DocRecord>, Hash
 /// The next unused generation number in `dir`, above `at_least`.
 fn next_generation(dir: &Path, at_least: u64) -> Result<u64, Error> {
     let mut highest = at_least;
-    for entry in std::fs::read_dir(dir)? {
-        if let Some((_, generation)) = parse_generation_file(&entry?.file_name().to_string_lossy()) {
+    for entry in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
+        let entry = entry.map_err(io_error("list", dir))?;
+        if let Some((_, generation)) = parse_generation_file(&entry.file_name().to_string_lossy()) {
             highest = highest.max(generation);
         }
     }
@@ -187,8 +199,8 @@ fn parse_generation_file(name: &str) -> Option<(&str, u64)> {
 /// Unlinks the files of every generation but `keep` (left by a crash in a
 /// rebuild or compaction, or replaced by one).
 fn remove_other_generations(dir: &Path, keep: u64) -> Result<(), Error> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
+        let entry = entry.map_err(io_error("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let stray = match parse_generation_file(&name) {
             Some((_, generation)) => generation != keep,
@@ -196,7 +208,7 @@ fn remove_other_generations(dir: &Path, keep: u64) -> Result<(), Error> {
         };
         if stray {
             match std::fs::remove_file(entry.path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error("remove", &entry.path())(e)),
                 _ => {}
             }
         }
@@ -204,16 +216,50 @@ fn remove_other_generations(dir: &Path, keep: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// One file of a generation, appended to through a buffer.
+struct Appender {
+    path: PathBuf,
+    file: BufWriter<File>,
+}
+
+impl Appender {
+    fn new(path: PathBuf, file: File) -> Appender {
+        Appender {
+            path,
+            file: BufWriter::new(file),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.file.write_all(bytes).map_err(io_error("write", &self.path))
+    }
+
+    /// Hands the buffered bytes to the file.
+    fn flush(&mut self) -> Result<(), Error> {
+        self.file.flush().map_err(io_error("write", &self.path))
+    }
+
+    /// Flushes, then waits until the file's data is on disk.
+    fn sync(&mut self) -> Result<(), Error> {
+        self.flush()?;
+        self.file.get_ref().sync_data().map_err(io_error("sync", &self.path))
+    }
+}
+
 struct Files {
-    rows: BufWriter<File>,
-    docs: BufWriter<File>,
-    tombstones: BufWriter<File>,
+    rows: Appender,
+    docs: Appender,
+    tombstones: Appender,
 }
 
 impl Files {
     /// Empty files of a new generation.
     fn create(dir: &Path, generation: u64) -> Result<Files, Error> {
-        let create = |kind| File::create(generation_file(dir, kind, generation)).map(BufWriter::new);
+        let create = |kind| -> Result<Appender, Error> {
+            let path = generation_file(dir, kind, generation);
+            let file = File::create(&path).map_err(io_error("create", &path))?;
+            Ok(Appender::new(path, file))
+        };
         Ok(Files {
             rows: create(ROWS)?,
             docs: create(DOCS)?,
@@ -224,12 +270,14 @@ impl Files {
     /// The files of a committed generation, cut to the manifest's lengths and
     /// positioned for appending.
     fn reopen(dir: &Path, manifest: &Manifest) -> Result<Files, Error> {
-        let open = |kind, len| -> Result<BufWriter<File>, Error> {
+        let open = |kind, len| -> Result<Appender, Error> {
+            let path = generation_file(dir, kind, manifest.generation);
             let file = OpenOptions::new()
                 .append(true)
-                .open(generation_file(dir, kind, manifest.generation))?;
-            file.set_len(len)?;
-            Ok(BufWriter::new(file))
+                .open(&path)
+                .map_err(io_error("open", &path))?;
+            file.set_len(len).map_err(io_error("truncate", &path))?;
+            Ok(Appender::new(path, file))
         };
         Ok(Files {
             rows: open(ROWS, manifest.rows * row_bytes(manifest.pin.as_ref()))?,
@@ -240,8 +288,7 @@ impl Files {
 
     fn sync(&mut self) -> Result<(), Error> {
         for file in [&mut self.rows, &mut self.docs, &mut self.tombstones] {
-            file.flush()?;
-            file.get_ref().sync_data()?;
+            file.sync()?;
         }
         Ok(())
     }
@@ -279,11 +326,11 @@ impl VectorWriter {
     /// empty and uncommitted, with [`VectorWriter::stamp`] `None`: the caller
     /// rebuilds it from the store.
     pub(crate) fn open(dir: &Path) -> Result<VectorWriter, Error> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let committed = match read_manifest(dir) {
             Ok(Some(manifest)) if manifest.format == FORMAT => match Self::resume(dir, manifest) {
                 Ok(writer) => return Ok(writer),
-                Err(Error::Corrupt(_) | Error::Io(_)) => None,
+                Err(Error::Corrupt(_) | Error::Io { .. }) => None,
                 Err(e) => return Err(e),
             },
             Ok(_) | Err(Error::Corrupt(_)) => None,
@@ -381,7 +428,7 @@ impl VectorWriter {
 
     fn tombstone(&mut self, id: &str) -> Result<(), Error> {
         if let Some(gone) = self.live.remove(id) {
-            self.files.tombstones.write_all(&gone.record.to_le_bytes())?;
+            self.files.tombstones.append(&gone.record.to_le_bytes())?;
             self.tombstones += 1;
             self.dead_rows += gone.doc.ordinals.len() as u64;
             self.dirty = true;
@@ -404,7 +451,7 @@ impl VectorWriter {
     fn append(&mut self, id: &str, metadata: &Metadata, ordinals: Vec<u32>, vectors: &[Vec<f32>]) -> Result<(), Error> {
         self.tombstone(id)?;
         for vector in vectors {
-            self.files.rows.write_all(&store::encode_vector(vector))?;
+            self.files.rows.append(&store::encode_vector(vector))?;
         }
         let doc = DocRecord {
             id: id.to_string(),
@@ -468,7 +515,8 @@ impl VectorWriter {
     fn compact(&mut self) -> Result<(), Error> {
         self.files.rows.flush()?;
         let row_bytes = row_bytes(self.pin.as_ref()) as usize;
-        let mut source = File::open(generation_file(&self.dir, ROWS, self.generation))?;
+        let source_path = generation_file(&self.dir, ROWS, self.generation);
+        let mut source = File::open(&source_path).map_err(io_error("open", &source_path))?;
         let generation = next_generation(&self.dir, self.generation)?;
         let mut files = Files::create(&self.dir, generation)?;
         let mut live: Vec<&mut Live> = self.live.values_mut().collect();
@@ -477,9 +525,11 @@ impl VectorWriter {
         let mut buffer = Vec::new();
         for (record, entry) in (0u64..).zip(live) {
             buffer.resize(entry.doc.ordinals.len() * row_bytes, 0);
-            source.seek(SeekFrom::Start(entry.doc.first_row * row_bytes as u64))?;
-            source.read_exact(&mut buffer)?;
-            files.rows.write_all(&buffer)?;
+            source
+                .seek(SeekFrom::Start(entry.doc.first_row * row_bytes as u64))
+                .and_then(|_| source.read_exact(&mut buffer))
+                .map_err(io_error("read", &source_path))?;
+            files.rows.append(&buffer)?;
             entry.doc.first_row = rows;
             entry.record = record;
             rows += entry.doc.ordinals.len() as u64;
@@ -496,71 +546,9 @@ impl VectorWriter {
     }
 }
 
-fn write_record(out: &mut impl Write, doc: &DocRecord) -> Result<u64, Error> {
+fn write_record(out: &mut Appender, doc: &DocRecord) -> Result<u64, Error> {
     let mut line = store::encode(doc);
     line.push(b'\n');
-    out.write_all(&line)?;
+    out.append(&line)?;
     Ok(line.len() as u64)
-}
-
-/// A reader's view of the vector file: the state of one manifest.
-pub(crate) struct VectorSnapshot {
-    pub(crate) pin: Option<ModelPin>,
-    /// The live document versions, in row order.
-    pub(crate) docs: Vec<DocRecord>,
-    rows: Option<memmap2::Mmap>,
-}
-
-impl VectorSnapshot {
-    /// The last durable state in `dir`; `None` when there is none yet.
-    pub(crate) fn load(dir: &Path) -> Result<Option<VectorSnapshot>, Error> {
-        // A compaction may unlink the generation a manifest names between our
-        // reading the two: then the new manifest names the new one.
-        let mut attempts = 0;
-        loop {
-            let Some(manifest) = read_manifest(dir)? else {
-                return Ok(None);
-            };
-            match Self::load_generation(dir, manifest) {
-                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
-                result => return result.map(Some),
-            }
-        }
-    }
-
-    fn load_generation(dir: &Path, manifest: Manifest) -> Result<VectorSnapshot, Error> {
-        let rows_file = File::open(generation_file(dir, ROWS, manifest.generation))?;
-        let (records, dead) = read_records(dir, &manifest)?;
-        let len = manifest.rows * row_bytes(manifest.pin.as_ref());
-        let rows = if len == 0 {
-            None
-        } else {
-            // SAFETY: the writer never changes bytes inside a manifest's
-            // prefix: it only appends, cuts past the latest manifest, or
-            // unlinks whole generations (which keeps this map valid).
-            Some(unsafe { memmap2::MmapOptions::new().len(len as usize).map(&rows_file)? })
-        };
-        let docs = (0u64..)
-            .zip(records)
-            .filter(|(record, _)| !dead.contains(record))
-            .map(|(_, doc)| doc)
-            .collect();
-        Ok(VectorSnapshot {
-            pin: manifest.pin,
-            docs,
-            rows,
-        })
-    }
-
-    /// Every row, `dimension` values each, dead ones included.
-    pub(crate) fn matrix(&self) -> &[f32] {
-        let Some(rows) = &self.rows else {
-            return &[];
-        };
-        // SAFETY: any bit pattern is an f32; `align_to` only hands out the
-        // aligned middle, and a page-aligned map has no unaligned ends.
-        let (head, floats, tail) = unsafe { rows.align_to::<f32>() };
-        assert!(head.is_empty() && tail.is_empty(), "the vector map is page-aligned");
-        floats
-    }
 }
