@@ -1,4 +1,5 @@
-//! Calendar dates from Unix time, in UTC, without a date-time dependency.
+//! Calendar dates from Unix time, in UTC, without a date-time dependency, and the one place timestamps are
+//! taken ([`unix_now`]) and formatted ([`UtcDateTime::rfc3339`], [`UtcDateTime::readable`]).
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`).
@@ -42,7 +43,35 @@ pub struct UtcDateTime {
     pub second: u64,
 }
 
+/// Seconds since 1970-01-01 UTC now (0 on a clock set before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl UtcDateTime {
+    /// The current UTC date and time, to the second.
+    pub fn now() -> UtcDateTime {
+        UtcDateTime::from_unix(unix_now())
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ`: for files and APIs.
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS`: for people, in a terminal.
+    pub fn readable(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
     /// The UTC date and time `seconds` after the Unix epoch.
     pub fn from_unix(seconds: u64) -> UtcDateTime {
         let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
@@ -72,6 +101,15 @@ impl UtcDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_format_as_rfc3339_and_for_people() {
+        let leap_day = UtcDateTime::from_unix(951_782_400);
+        assert_eq!(leap_day.rfc3339(), "2000-02-29T00:00:00Z");
+        assert_eq!(UtcDateTime::from_unix(1_795_301_999).readable(), "2026-11-21 22:59:59");
+        assert_eq!(UtcDateTime::from_unix(0).readable(), "1970-01-01 00:00:00");
+        assert!(unix_now() > 1_795_301_999);
+    }
 
     #[test]
     fn unix_seconds_become_utc_calendar_dates() {

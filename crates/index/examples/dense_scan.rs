@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dimension: dimension as u32,
         pooling: "none".into(),
         normalized: true,
-        checksum: "none".into(),
+        checksum: knowhow_index::WeightsChecksum::Known("none".into()),
     })?;
     let documents = rows.div_ceil(CHUNKS_PER_DOCUMENT);
     for first in (0..documents).step_by(DOCUMENTS_PER_BATCH) {

@@ -43,7 +43,7 @@ pub use home::Home;
 pub use lexical::{analyze, english_analyzer, Hit, ScoredChunk, Snippet, SourceChunk};
 pub use reader::Reader;
 pub use store::{SourceRecord, StoredDocument};
-pub use vectors::{Filter, ModelPin};
+pub use vectors::{Filter, ModelPin, WeightsChecksum};
 pub use writer::{Applied, ChunkText, DocumentUpdate, ReembedProgress, SourceUpdate, Writer};
 
 /// Errors of the store and index, worded for the user.
@@ -78,9 +78,11 @@ pub enum Error {
     },
     #[error("corrupt collection data: {0}")]
     Corrupt(String),
+    /// Vectors or a query of another model than the collection's: the one wording of that rule, wherever it is
+    /// hit (ingest, query, pinning).
     #[error(
-        "collection {collection} is embedded with {pinned}, not {given}: use {} with it, \
-         or migrate it with `knowhow reembed --model {}`",
+        "collection {collection} keeps vectors of {pinned}, not of {given}: vectors of two models cannot be \
+         compared. Use {} with it, or re-embed the collection with {}",
         .pinned.id,
         .given.id
     )]
@@ -91,12 +93,12 @@ pub enum Error {
     },
     #[error(
         "collection {0} has no embedding model, so it has no vectors to search: ingest into it with an \
-         embedding model, or embed it with `knowhow reembed --model MODEL`"
+         embedding model, or re-embed it with one"
     )]
     NoModel(CollectionRef),
     #[error(
         "collection {collection} holds {documents} documents without vectors, so it cannot take model {} \
-         by ingesting: embed them all with `knowhow reembed --model {}`",
+         by ingesting: re-embed them all with {}",
         .model.id,
         .model.id
     )]

@@ -35,13 +35,56 @@ pub struct ModelPin {
     /// Whether vectors have unit length (then the inner product is the
     /// cosine similarity).
     pub normalized: bool,
-    /// Checksum of the weights (e.g. the sha256 of `model.safetensors`).
-    pub checksum: String,
+    /// What identifies the weights.
+    pub checksum: WeightsChecksum,
+}
+
+/// What identifies a model's weights in a [`ModelPin`]. Stored as a string: `remote`, or the checksum itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum WeightsChecksum {
+    /// A checksum of the weights' file (e.g. `sha256:` and the sha256 of `model.safetensors`): the same weights
+    /// reached by any name or path have the same one.
+    Known(String),
+    /// A model behind an HTTP server: its weights cannot be read, so only the whole pin identifies it.
+    Remote,
+}
+
+impl WeightsChecksum {
+    const REMOTE: &'static str = "remote";
+}
+
+impl From<String> for WeightsChecksum {
+    fn from(text: String) -> WeightsChecksum {
+        if text == WeightsChecksum::REMOTE {
+            WeightsChecksum::Remote
+        } else {
+            WeightsChecksum::Known(text)
+        }
+    }
+}
+
+impl From<WeightsChecksum> for String {
+    fn from(checksum: WeightsChecksum) -> String {
+        match checksum {
+            WeightsChecksum::Known(text) => text,
+            WeightsChecksum::Remote => WeightsChecksum::REMOTE.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for WeightsChecksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightsChecksum::Known(text) => f.write_str(text),
+            WeightsChecksum::Remote => f.write_str(WeightsChecksum::REMOTE),
+        }
+    }
 }
 
 impl fmt::Display for ModelPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let checksum: String = self.checksum.chars().take(12).collect();
+        let checksum: String = self.checksum.to_string().chars().take(12).collect();
         write!(
             f,
             "{} ({} dimensions, {} pooling, {}, checksum {checksum})",
@@ -61,7 +104,7 @@ impl ModelPin {
     /// Whether `other` names the same model: the same weights (whatever name or path reached them) read the same
     /// way. A remote model's weights cannot be checked, so only the same pin is the same model.
     pub fn same_model(&self, other: &ModelPin) -> bool {
-        if self.checksum == "remote" || other.checksum == "remote" {
+        if self.checksum == WeightsChecksum::Remote || other.checksum == WeightsChecksum::Remote {
             return self == other;
         }
         self.checksum == other.checksum
@@ -190,8 +233,36 @@ mod tests {
             dimension,
             pooling: "mean".into(),
             normalized: true,
-            checksum: "0123456789abcdef".into(),
+            checksum: WeightsChecksum::Known("0123456789abcdef".into()),
         }
+    }
+
+    #[test]
+    fn the_same_weights_reached_by_another_name_are_the_same_model() {
+        let with = |id: &str, checksum: WeightsChecksum| ModelPin {
+            id: id.into(),
+            checksum,
+            ..pin(384)
+        };
+        let sha = |s: &str| WeightsChecksum::Known(format!("sha256:{s}"));
+        assert!(with("all-MiniLM-L6-v2", sha("aa")).same_model(&with("/models/minilm", sha("aa"))));
+        assert!(!with("all-MiniLM-L6-v2", sha("aa")).same_model(&with("all-MiniLM-L6-v2", sha("bb"))));
+        let remote = |id: &str| with(id, WeightsChecksum::Remote);
+        assert!(remote("openai:http://a#m").same_model(&remote("openai:http://a#m")));
+        assert!(!remote("openai:http://a#m").same_model(&remote("openai:http://b#m")));
+    }
+
+    #[test]
+    fn checksums_are_stored_as_the_strings_they_always_were() {
+        let stored = serde_json::to_value(pin(3)).unwrap();
+        assert_eq!(stored["checksum"], "0123456789abcdef");
+        let remote = ModelPin {
+            checksum: WeightsChecksum::Remote,
+            ..pin(3)
+        };
+        let stored = serde_json::to_string(&remote).unwrap();
+        assert!(stored.contains(r#""checksum":"remote""#), "{stored}");
+        assert_eq!(serde_json::from_str::<ModelPin>(&stored).unwrap(), remote);
     }
 
     #[test]

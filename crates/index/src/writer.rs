@@ -161,7 +161,7 @@ impl Writer {
     /// document. A document left unchanged (see [`Writer::stored_document`])
     /// needs none: its stored vectors stay.
     pub fn apply(&mut self, updates: Vec<SourceUpdate>) -> Result<Vec<Applied>, Error> {
-        let now = unix_seconds();
+        let now = knowhow_core::time::unix_now();
         let mut batch = store::Batch::begin(&self.db)?;
         let mut written = HashMap::new();
         let mut results = Vec::with_capacity(updates.len());
@@ -465,11 +465,4 @@ fn remove_dropped(batch: &mut store::Batch, previous: &[String], current: &[Stri
         }
     }
     Ok(removed)
-}
-
-/// Seconds since the Unix epoch; 0 for a clock set before it.
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ignore::overrides::OverrideBuilder;
 use ignore::WalkBuilder;
 
-use crate::load::Format;
+use crate::load::{Format, Remedy};
 
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
@@ -49,14 +49,21 @@ pub enum SkipReason {
     Unreadable(String),
 }
 
+impl SkipReason {
+    /// The ingest setting that would take the file, where one would.
+    pub fn remedy(&self) -> Option<Remedy> {
+        match self {
+            SkipReason::TooLarge { .. } => Some(Remedy::MaxFileSize),
+            SkipReason::UnsupportedType | SkipReason::Unreadable(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SkipReason::UnsupportedType => write!(f, "unsupported file type"),
-            SkipReason::TooLarge { bytes, limit } => write!(
-                f,
-                "{bytes} bytes is over the {limit}-byte limit (raise it with --max-file-size)"
-            ),
+            SkipReason::TooLarge { bytes, limit } => write!(f, "{bytes} bytes is over the {limit}-byte limit"),
             SkipReason::Unreadable(why) => write!(f, "cannot read: {why}"),
         }
     }
@@ -70,9 +77,7 @@ pub fn walk(roots: &[PathBuf], options: &WalkOptions) -> Result<Found, String> {
         let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
         let mut overrides = OverrideBuilder::new(&root);
         for glob in &options.globs {
-            overrides
-                .add(glob)
-                .map_err(|e| format!("invalid --glob {glob:?}: {e}"))?;
+            overrides.add(glob).map_err(|e| format!("invalid glob {glob:?}: {e}"))?;
         }
         let overrides = overrides.build().map_err(|e| e.to_string())?;
         if root.is_file() {

@@ -13,7 +13,9 @@ use knowhow_rag::answer::{
 };
 use knowhow_rag::llm::{ChatModel, Message};
 
-use crate::search::{Mode, RetrievalTuning, Retriever};
+use knowhow_rag::Mode;
+
+use crate::search::{self, RetrievalTuning};
 use crate::{llm, Context};
 
 /// How `ask` finds its sources.
@@ -112,7 +114,7 @@ pub fn log_answer(context: &Context, answer: &Answer, adapter: Option<String>) -
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let reader = context.home.open_reader(&context.collection)?;
-    let retriever = Retriever::new(context, &reader, args.mode.retrieval(), &args.retrieval)?;
+    let retriever = search::retriever(context, &reader, args.mode.retrieval(), &args.retrieval)?;
     let mut model = llm::load(context, args.llm.as_deref(), &args.generation)?;
     let mut options = AnswerOptions {
         templates: PromptTemplates::for_collection(&context.home, &context.collection)?,

@@ -8,9 +8,13 @@ use std::time::Instant;
 use anyhow::Context as _;
 use knowhow_core::CollectionRef;
 use knowhow_eval::{beir, evaluate, Run};
+use knowhow_ingest::load::RowFields;
 use serde_json::json;
 
-use crate::search::{mode_name, Mode, RetrievalArgs, Retriever};
+use knowhow_rag::pipeline::IngestOptions;
+use knowhow_rag::{Mode, Retriever};
+
+use crate::search::{self, RetrievalArgs};
 use crate::{embedding, ingest, output, Context};
 
 #[derive(clap::Subcommand)]
@@ -80,28 +84,27 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
     };
 
     let started = Instant::now();
-    let args = ingest::Args {
-        paths: vec![dataset.corpus.clone()],
-        id_field: Some("_id".into()),
-        text_field: Some("text".into()),
-        title_field: Some("title".into()),
-        max_file_size: u64::MAX,
-        chunk_overlap: 64,
-        embed_model: Some(embed_model),
-        embed_batch: 32,
-        ..ingest::Args::default()
+    let mut options = IngestOptions::default();
+    options.walk.max_file_bytes = u64::MAX;
+    options.load.row_fields = RowFields {
+        id: Some("_id".into()),
+        text: Some("text".into()),
+        title: Some("title".into()),
     };
-    let summary = ingest::ingest(&beir_context, &args, false)?;
+    let corpus = [dataset.corpus.clone()];
+    let summary = ingest::ingest_paths(&beir_context, &corpus, &options, Some(&embed_model), 32, false)?;
     if let Some(failure) = summary.failures.first() {
         anyhow::bail!(
-            "{} rows of the corpus failed to load, first: {failure}",
-            summary.failures.len()
+            "{} rows of the corpus failed to load, first: {}: {}",
+            summary.failures.len(),
+            failure.source,
+            failure.error
         );
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
 
     let reader = context.home.open_reader(&collection)?;
-    let retriever = Retriever::new(&beir_context, &reader, retrieval.mode, &retrieval.tuning)?;
+    let retriever = search::retriever(&beir_context, &reader, retrieval.mode, &retrieval.tuning)?;
     let started = Instant::now();
     let bar = output::progress(dataset.queries.len() as u64, context.json, "querying");
     let mut runs: HashMap<String, Run> = HashMap::with_capacity(dataset.queries.len());
@@ -137,7 +140,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             dir.display(),
             split,
             scores.queries,
-            mode_name(retriever.mode)
+            retriever.mode()
         );
         println!("  nDCG@10    {:.4}", scores.ndcg_at_10);
         println!("  Recall@100 {:.4}", scores.recall_at_100);

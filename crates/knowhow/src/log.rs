@@ -4,6 +4,7 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use knowhow_core::time::UtcDateTime;
 use knowhow_rag::answer::AuditRecord;
 
 use crate::{ask, output, Context};
@@ -53,7 +54,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}  {}  {}{}  {} ms  prompt {}",
-            timestamp(record.at),
+            UtcDateTime::from_unix(record.at).readable(),
             record.mode,
             record.model,
             record.adapter.as_ref().map(|a| format!(" +{a}")).unwrap_or_default(),
@@ -72,25 +73,4 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `YYYY-MM-DD HH:MM:SS` UTC from seconds since the epoch.
-fn timestamp(seconds: u64) -> String {
-    let t = knowhow_core::time::UtcDateTime::from_unix(seconds);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::timestamp;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
-        assert_eq!(timestamp(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(timestamp(1_795_301_999), "2026-11-21 22:59:59");
-    }
 }

@@ -5,10 +5,32 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Prints an error chain as `error: outer: inner` and returns failure.
+/// Prints an error chain as `error: outer: inner`, then the command that
+/// fixes it where there is one, and returns failure.
 pub fn fail(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {error:#}");
+    if let Some(hint) = error.chain().find_map(hint) {
+        eprintln!("hint: {hint}");
+    }
     ExitCode::FAILURE
+}
+
+/// The command line's way out of a library error (libraries name no commands or flags).
+fn hint(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use knowhow_index::Error;
+    let index_error = match error.downcast_ref::<knowhow_rag::Error>() {
+        Some(knowhow_rag::Error::Index(inner)) => inner,
+        _ => error.downcast_ref::<Error>()?,
+    };
+    match index_error {
+        Error::ModelMismatch { given, .. } => Some(format!(
+            "`knowhow reembed --model {}` moves the collection to the new model",
+            given.id
+        )),
+        Error::NoModel(_) => Some("`knowhow reembed --model MODEL` adds vectors".into()),
+        Error::Unembedded { model, .. } => Some(format!("`knowhow reembed --model {}` embeds them", model.id)),
+        _ => None,
+    }
 }
 
 /// Prints one JSON value on its own line.

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use knowhow_core::CollectionRef;
 use knowhow_rag::answer::{AnswerContext, AnswerMode, AnswerOptions, PromptTemplates};
 
-use crate::search::{RetrievalTuning, Retriever};
+use knowhow_rag::pipeline::IngestOptions;
+
+use crate::search::{self, RetrievalTuning};
 use crate::{ask, ingest, llm, Context};
 
 /// The sample corpus: SQuAD v1.1's "Super Bowl 50" article (Wikipedia text,
@@ -82,9 +84,20 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             corpus.join("LICENSE.md").display()
         );
     }
-    let summary = ingest::ingest(&context, &ingest_args(&corpus), false)?;
+    let summary = ingest::ingest_paths(
+        &context,
+        std::slice::from_ref(&corpus),
+        &ingest_options(),
+        None,
+        32,
+        false,
+    )?;
     if let Some(failure) = summary.failures.first() {
-        anyhow::bail!("the sample corpus did not ingest: {failure}");
+        anyhow::bail!(
+            "the sample corpus did not ingest: {}: {}",
+            failure.source,
+            failure.error
+        );
     }
     if !context.json {
         println!(
@@ -94,7 +107,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let reader = context.home.open_reader(&context.collection)?;
     let tuning = default_tuning();
-    let retriever = Retriever::new(&context, &reader, None, &tuning)?;
+    let retriever = search::retriever(&context, &reader, None, &tuning)?;
     let mut model = llm::load(&context, args.llm.as_deref(), &args.generation)?;
     let options = AnswerOptions {
         templates: PromptTemplates::for_collection(&context.home, &context.collection)?,
@@ -149,21 +162,14 @@ fn write_corpus(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ingest_args(corpus: &Path) -> ingest::Args {
-    ingest::Args {
-        paths: vec![corpus.to_path_buf()],
+/// The sample's files only (not its license), and nothing left of an older sample.
+fn ingest_options() -> IngestOptions {
+    let mut options = IngestOptions {
         prune: true,
-        globs: vec!["0*.md".into()],
-        max_file_size: 64 * 1024 * 1024,
-        chunk_tokens: None,
-        chunk_overlap: 64,
-        text_field: None,
-        id_field: None,
-        title_field: None,
-        embed_model: None,
-        embed_batch: 32,
-        encoding: None,
-    }
+        ..IngestOptions::default()
+    };
+    options.walk.globs = vec!["0*.md".into()];
+    options
 }
 
 fn default_tuning() -> RetrievalTuning {

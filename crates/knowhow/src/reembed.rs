@@ -28,7 +28,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let mut writer = context.home.open_writer(&context.collection, false)?;
     let loaded = embedding::load(context, &args.model, args.batch_size)?;
     let previous = writer.model_pin().cloned();
-    if previous.as_ref().is_some_and(|p| embedding::same_model(p, &loaded.pin)) {
+    if previous.as_ref().is_some_and(|p| p.same_model(&loaded.pin)) {
         let message = format!("{} already holds vectors of {}", context.collection, loaded.pin);
         report(context, &message, 0, &loaded.pin.id);
         return Ok(ExitCode::SUCCESS);

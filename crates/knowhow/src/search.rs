@@ -3,41 +3,24 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
 use knowhow_index::{Filter, Hit, Reader, ScoredChunk};
-use knowhow_rag::{LoadedEmbedder, Mode as RetrievalMode, Options as RetrievalOptions, Reranker, Retrieved};
+use knowhow_rag::{Mode, Options as RetrievalOptions, Retriever, RetrieverSettings};
 use serde_json::json;
 
 use crate::{embedding, output, Context};
 
-/// Retrieval modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// BM25 over chunk text (English stemming and stop words)
-    Lexical,
-    /// Nearest vectors of the query's embedding (exact scan)
-    Dense,
-    /// BM25 and dense, fused by Reciprocal Rank Fusion
-    Hybrid,
-    /// Hybrid, then the top candidates re-scored by a cross-encoder
-    Rerank,
-}
-
-impl Mode {
-    fn retrieval(self) -> RetrievalMode {
-        match self {
-            Mode::Lexical => RetrievalMode::Lexical,
-            Mode::Dense => RetrievalMode::Dense,
-            Mode::Hybrid => RetrievalMode::Hybrid,
-            Mode::Rerank => RetrievalMode::Rerank,
-        }
-    }
+/// `--mode`: the library's retrieval modes, with their descriptions in `--help`.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    let names = Mode::ALL.map(|m| PossibleValue::new(m.name()).help(m.describe()));
+    PossibleValuesParser::new(names).map(|name| name.parse::<Mode>().expect("clap checked the name"))
 }
 
 /// How to retrieve: shared by `search` and `eval beir`.
 #[derive(clap::Args, Clone)]
 pub struct RetrievalArgs {
     /// Retrieval mode [default: hybrid when the collection has vectors, else lexical]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = mode_parser())]
     pub mode: Option<Mode>,
     #[command(flatten)]
     pub tuning: RetrievalTuning,
@@ -72,64 +55,12 @@ pub struct RetrievalTuning {
     pub filters: Vec<String>,
 }
 
-/// The models and settings of one retrieval mode over one collection.
-pub struct Retriever {
-    pub mode: Mode,
-    embedder: Option<LoadedEmbedder>,
-    reranker: Option<Reranker>,
-    options: RetrievalOptions,
-}
-
-impl Retriever {
-    /// Picks the mode and loads what it needs. Models are never downloaded
-    /// here. Without `--mode`, a collection whose model cannot be loaded is
-    /// searched lexically (said once on stderr).
-    pub fn new(
-        context: &Context,
-        reader: &Reader,
-        requested: Option<Mode>,
-        args: &RetrievalTuning,
-    ) -> anyhow::Result<Retriever> {
-        let pin = reader.model_pin()?;
-        let mut mode = requested.unwrap_or(if pin.is_some() { Mode::Hybrid } else { Mode::Lexical });
-        let mut embedder = None;
-        if mode != Mode::Lexical {
-            let Some(pin) = &pin else {
-                anyhow::bail!(
-                    "{} has no vectors (it was ingested without an embedding model), so --mode {} cannot run; \
-                     `knowhow reembed` adds vectors",
-                    context.collection,
-                    mode_name(mode)
-                );
-            };
-            match embedding::for_query(context, args.embed_model.as_deref(), pin, 32) {
-                Ok(loaded) => embedder = Some(loaded),
-                Err(e) if requested.is_none() => {
-                    embedding::lexical_only_notice(
-                        &format!("{e:#}"),
-                        &format!(
-                            "`knowhow model pull {}` (or --embed-model FOLDER) enables hybrid search",
-                            pin.id
-                        ),
-                    );
-                    mode = Mode::Lexical;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let reranker = if mode == Mode::Rerank {
-            let options = embedding::resolve_options(context, false);
-            Some(knowhow_rag::load_reranker(&args.rerank_model, &options)?)
-        } else {
-            None
-        };
-        let filter = if args.filters.is_empty() {
+impl RetrievalTuning {
+    fn settings(&self) -> anyhow::Result<RetrieverSettings> {
+        let filter = if self.filters.is_empty() {
             None
         } else {
-            if mode != Mode::Dense {
-                anyhow::bail!("--filter applies to dense retrieval only: add --mode dense");
-            }
-            let metadata = args
+            let metadata = self
                 .filters
                 .iter()
                 .map(|f| {
@@ -140,55 +71,51 @@ impl Retriever {
                 .collect::<anyhow::Result<_>>()?;
             Some(Filter { metadata })
         };
-        Ok(Retriever {
-            mode,
-            embedder,
-            reranker,
+        Ok(RetrieverSettings {
+            embed_model: self.embed_model.clone(),
+            rerank_model: self.rerank_model.clone(),
             options: RetrievalOptions {
-                candidates: args.candidates,
-                rrf_k: args.rrf_k,
-                lexical_weight: args.lexical_weight,
-                dense_weight: args.dense_weight,
-                rerank_top: args.rerank_top,
+                candidates: self.candidates,
+                rrf_k: self.rrf_k,
+                lexical_weight: self.lexical_weight,
+                dense_weight: self.dense_weight,
+                rerank_top: self.rerank_top,
                 filter,
             },
         })
     }
-
-    /// The query embedder, when the mode uses one.
-    pub fn embedder(&self) -> Option<&knowhow_rag::Embedder> {
-        self.embedder.as_ref().map(|e| &e.embedder)
-    }
-
-    pub fn reranker(&self) -> Option<&Reranker> {
-        self.reranker.as_ref()
-    }
-
-    pub fn options(&self) -> &RetrievalOptions {
-        &self.options
-    }
-
-    /// The top `k` chunks for `query`.
-    pub fn retrieve(&self, reader: &Reader, query: &str, k: usize) -> anyhow::Result<Vec<Retrieved>> {
-        Ok(knowhow_rag::retrieve(
-            reader,
-            query,
-            k,
-            self.mode.retrieval(),
-            self.embedder.as_ref().map(|e| &e.embedder),
-            self.reranker.as_ref(),
-            &self.options,
-        )?)
-    }
 }
 
-pub fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Lexical => "lexical",
-        Mode::Dense => "dense",
-        Mode::Hybrid => "hybrid",
-        Mode::Rerank => "rerank",
+/// The retriever for `requested` (or the collection's best mode) over the context's collection. Models are never
+/// downloaded here; falling back to lexical search is said once on stderr.
+pub fn retriever(
+    context: &Context,
+    reader: &Reader,
+    requested: Option<Mode>,
+    tuning: &RetrievalTuning,
+) -> anyhow::Result<Retriever> {
+    let resolve = embedding::resolve_options(context, false);
+    let retriever = match Retriever::new(reader, &context.collection, requested, &tuning.settings()?, &resolve) {
+        Err(knowhow_rag::Error::FilterNeedsDense(_)) => {
+            anyhow::bail!("--filter applies to dense retrieval only: add --mode dense")
+        }
+        Err(knowhow_rag::Error::Index(knowhow_index::Error::NoModel(collection))) => anyhow::bail!(
+            "{collection} has no vectors (it was ingested without an embedding model), so --mode {} cannot run; \
+             `knowhow reembed` adds vectors",
+            requested.map_or("hybrid", Mode::name)
+        ),
+        other => other?,
+    };
+    if let Some(fallback) = retriever.fallback() {
+        embedding::lexical_only_notice(
+            &fallback.reason,
+            &format!(
+                "`knowhow model pull {}` (or --embed-model FOLDER) enables hybrid search",
+                fallback.model
+            ),
+        );
     }
+    Ok(retriever)
 }
 
 #[derive(clap::Args)]
@@ -204,7 +131,7 @@ pub struct Args {
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let reader = context.home.open_reader(&context.collection)?;
-    let retriever = Retriever::new(context, &reader, args.retrieval.mode, &args.retrieval.tuning)?;
+    let retriever = retriever(context, &reader, args.retrieval.mode, &args.retrieval.tuning)?;
     let retrieved = retriever.retrieve(&reader, &args.query, args.k)?;
     let chunks: Vec<ScoredChunk> = retrieved
         .iter()
@@ -234,7 +161,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         output::json_line(&json!({
             "query": args.query,
             "collection": context.collection.to_string(),
-            "mode": mode_name(retriever.mode),
+            "mode": retriever.mode(),
             "hits": hits,
         }));
         return Ok(ExitCode::SUCCESS);

@@ -3,14 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use knowhow_models::decoder::ALL_TARGETS;
+use knowhow_tune::error::TuneError;
 use knowhow_tune::evaluate::{self, Checks, Comparison, EvalOptions, SideReport};
 use knowhow_tune::pipeline::{self, Event, TuneOptions};
 use knowhow_tune::registry::{self, Registry};
 use knowhow_tune::schedule::Warmup;
-use knowhow_tune::train;
+use knowhow_tune::train::Progress;
 use serde_json::json;
 
 use crate::{output, Context};
@@ -109,6 +112,64 @@ fn warmup(text: &str) -> anyhow::Result<Warmup> {
     }
 }
 
+/// The library's error, naming the flag that set what it complains about.
+fn with_flag(error: TuneError) -> anyhow::Error {
+    match error {
+        TuneError::ZeroBatchSize => anyhow::anyhow!("--batch-size must be at least 1"),
+        TuneError::NothingToResume { dir } => anyhow::anyhow!(
+            "nothing to resume: {} holds no checkpoint; run without --resume",
+            dir.display()
+        ),
+        TuneError::NothingEncoded {
+            max_length,
+            dropped,
+            failed,
+        } => anyhow::anyhow!(
+            "no training row could be encoded within --max-length {max_length} ({dropped} dropped, {failed} failed)"
+        ),
+        TuneError::InvalidRegex { pattern, message } => {
+            anyhow::anyhow!("--regex {pattern:?} is not a valid pattern: {message}")
+        }
+        other => other.into(),
+    }
+}
+
+/// Sets `stop` on the first Ctrl-C, so training finishes its step, checkpoints and returns; a second Ctrl-C exits
+/// at once (status 130). The handler is process-wide and can be installed once.
+fn stop_on_ctrl_c(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")
+}
+
+/// A training `on_progress` callback that draws on `bar`: steps done, loss, learning rate, tokens/s, validation
+/// loss and the ETA computed from this run's pace (the bar's own would count steps done before a resume).
+fn progress_bar(bar: indicatif::ProgressBar) -> impl FnMut(&Progress) {
+    let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
+        .expect("the template is valid")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    move |progress: &Progress| {
+        bar.set_length(progress.total_steps as u64);
+        bar.set_position(progress.step as u64);
+        let best = progress
+            .best_val_loss
+            .map(|loss| format!(" best val {loss:.4}"))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "loss {:.4}{best} lr {:.2e} {:.0} tok/s eta {}",
+            progress.loss,
+            progress.lr,
+            progress.tokens_per_s,
+            indicatif::HumanDuration(progress.eta)
+        ));
+    }
+}
+
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let mut options = TuneOptions::new(args.data.clone(), args.base.clone(), args.name.clone());
     options.lora.r = args.rank;
@@ -129,10 +190,10 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     options.test_file = args.test.clone();
     options.mix = args.mix.mix();
     options.resume = args.resume;
-    train::stop_on_ctrl_c(options.stop.clone())?;
+    stop_on_ctrl_c(options.stop.clone())?;
 
     let bar = output::progress(0, context.json, "training");
-    let mut draw = train::progress_bar(bar.clone());
+    let mut draw = progress_bar(bar.clone());
     let json = context.json;
     let outcome = pipeline::tune(context.home.root(), &options, &mut |event| match event {
         Event::Prepared {
@@ -177,7 +238,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Event::Step(progress) => draw(progress),
-    })?;
+    })
+    .map_err(with_flag)?;
     bar.finish_and_clear();
 
     let Some(card) = &outcome.card else {
@@ -305,7 +367,7 @@ pub fn evaluate(context: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let checks = Checks::new(schema.as_ref(), args.regex.as_deref())?;
+    let checks = Checks::new(schema.as_ref(), args.regex.as_deref()).map_err(with_flag)?;
     let options = EvalOptions {
         max_new_tokens: args.max_new_tokens,
         samples: args.samples,
@@ -353,7 +415,7 @@ fn summary(comparison: &Comparison, held_out: Option<bool>) -> serde_json::Value
         "held_out_split": held_out,
         "base": side(&comparison.base),
         "with_adapter": side(&comparison.tuned),
-        "evaluated": registry::now_rfc3339(),
+        "evaluated": knowhow_core::time::UtcDateTime::now().rfc3339(),
     })
 }
 
@@ -396,5 +458,39 @@ fn print_table(adapter: &str, comparison: &Comparison, held_out: Option<bool>) {
         println!("    expected  {:?}", sample.reference);
         println!("    base      {:?}", sample.base);
         println!("    +adapter  {:?}", sample.adapter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_follows_the_steps() {
+        let bar = indicatif::ProgressBar::hidden();
+        let mut on_progress = progress_bar(bar.clone());
+        for step in 1..=6 {
+            on_progress(&Progress {
+                step,
+                total_steps: 6,
+                epoch: step as f64 / 2.0,
+                loss: 1.0 / step as f64,
+                lr: 1e-3,
+                grad_norm: 0.5,
+                tokens_per_s: 1200.0,
+                val_loss: None,
+                best_val_loss: (step > 3).then_some(0.25),
+                elapsed: Duration::from_secs(step as u64),
+                eta: Duration::from_secs(6 - step as u64),
+            });
+        }
+        assert_eq!((bar.position(), bar.length()), (6, Some(6)));
+        let message = bar.message();
+        assert!(
+            message.starts_with("loss ") && message.contains(" best val 0.2500") && message.contains(" tok/s eta "),
+            "{message}"
+        );
     }
 }

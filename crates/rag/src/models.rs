@@ -10,7 +10,7 @@
 //! | `cohere:BASE_URL#MODEL`, `jina:BASE_URL#MODEL` | a Cohere- or Jina-style `/v1/rerank` server (key: `RERANK_API_KEY`) |
 
 use knowhow_hub::{ResolveOptions, ResolvedModel, Source};
-use knowhow_index::ModelPin;
+use knowhow_index::{ModelPin, WeightsChecksum};
 use knowhow_models::{CrossEncoder, LoadOptions, SentenceEmbedder};
 
 use crate::remote::{OpenAiEmbedder, RemoteConfig, RemoteReranker, RerankFlavor};
@@ -88,7 +88,7 @@ pub fn load_embedder(spec: &str, resolve: &ResolveOptions, batch_size: usize) ->
             dimension: probe[0].len() as u32,
             pooling: "remote".into(),
             normalized: is_normalized(&probe[0]),
-            checksum: "remote".into(),
+            checksum: WeightsChecksum::Remote,
         };
         return Ok(LoadedEmbedder {
             embedder: Embedder::Remote(client),
@@ -108,13 +108,13 @@ pub fn load_embedder(spec: &str, resolve: &ResolveOptions, batch_size: usize) ->
     let checksum = weights_checksum(&resolved)?;
     let pin = ModelPin {
         id: pinned_id(&resolved, &checksum),
+        checksum: WeightsChecksum::Known(checksum),
         dimension: info.dimension as u32,
         pooling: serde_json::to_value(info.pooling)?
             .as_str()
             .unwrap_or("unknown")
             .to_string(),
         normalized: info.normalize,
-        checksum,
     };
     Ok(LoadedEmbedder {
         embedder: Embedder::Local(Box::new(model)),

@@ -27,6 +27,48 @@ pub enum Mode {
     Rerank,
 }
 
+impl Mode {
+    /// Every mode, cheapest first.
+    pub const ALL: [Mode; 4] = [Mode::Lexical, Mode::Dense, Mode::Hybrid, Mode::Rerank];
+
+    /// The mode's name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Lexical => "lexical",
+            Mode::Dense => "dense",
+            Mode::Hybrid => "hybrid",
+            Mode::Rerank => "rerank",
+        }
+    }
+
+    /// One line on what the mode does, for help texts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Lexical => "BM25 over chunk text (English stemming and stop words)",
+            Mode::Dense => "Nearest vectors of the query's embedding (exact scan)",
+            Mode::Hybrid => "BM25 and dense, fused by Reciprocal Rank Fusion",
+            Mode::Rerank => "Hybrid, then the top candidates re-scored by a cross-encoder",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Mode, String> {
+        Mode::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown retrieval mode {name:?}: one of {}", names.join(", "))
+        })
+    }
+}
+
 /// Knobs of fusion and re-ranking.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -171,6 +213,18 @@ mod tests {
             ordinal: 0,
             score,
         }
+    }
+
+    #[test]
+    fn modes_read_back_from_their_names() {
+        for mode in Mode::ALL {
+            assert_eq!(mode.name().parse::<Mode>(), Ok(mode));
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.name());
+        }
+        assert!("fuzzy"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("lexical, dense, hybrid, rerank"));
     }
 
     #[test]

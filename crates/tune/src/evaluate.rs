@@ -16,8 +16,10 @@ use serde::Serialize;
 
 use knowhow_models::decoder::{generate, peft, GenerateOptions};
 
+use crate::base::Base;
+use crate::batch::{batch_loss_sum, make_batches};
 use crate::data::{self, EncodeOptions, Row};
-use crate::pipeline::{batch_loss_sum, make_batches, Base, TuneError};
+use crate::error::TuneError;
 
 /// The user's format checks.
 pub struct Checks {
@@ -36,8 +38,10 @@ impl Checks {
             .transpose()?;
         let regex = regex
             .map(|pattern| {
-                regex::Regex::new(pattern)
-                    .map_err(|error| TuneError::Invalid(format!("--regex {pattern:?} is not a valid pattern: {error}")))
+                regex::Regex::new(pattern).map_err(|error| TuneError::InvalidRegex {
+                    pattern: pattern.to_string(),
+                    message: error.to_string(),
+                })
             })
             .transpose()?;
         Ok(Checks { schema, regex })
@@ -149,7 +153,7 @@ pub struct Comparison {
     pub test_path: PathBuf,
     /// Rows evaluated (valid, unique, with an assistant turn to compare).
     pub rows: usize,
-    /// [`rows_checksum`] of those rows: equals the card's `dataset.test_sha256` when they are the held-out split.
+    /// [`data::rows_checksum`] of those rows: equals the card's `dataset.test_sha256` when they are the held-out split.
     pub test_sha256: String,
     pub base_model: PathBuf,
     pub adapter: PathBuf,
@@ -158,14 +162,6 @@ pub struct Comparison {
     pub tuned: SideReport,
     pub samples: Vec<Sample>,
     pub seconds: f64,
-}
-
-/// `data::checksum` of rows in a canonical order (sorted by their normalized line), so that the same set of rows
-/// gives the same checksum whether it comes from the user's test file or the shuffled split the pipeline wrote.
-pub fn rows_checksum(rows: &[Row]) -> String {
-    let mut conversations: Vec<&data::Conversation> = rows.iter().map(|row| &row.conversation).collect();
-    conversations.sort_by_cached_key(|conversation| conversation.to_json_line());
-    data::checksum(conversations)
 }
 
 /// How to evaluate.
@@ -304,7 +300,7 @@ pub fn compare(
     Ok(Comparison {
         test_path: test_path.to_path_buf(),
         rows: rows.len(),
-        test_sha256: rows_checksum(&rows),
+        test_sha256: data::rows_checksum(&rows),
         base_model: base_dir.to_path_buf(),
         adapter: adapter_dir.to_path_buf(),
         base: base_report,

@@ -16,151 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use serde::Serialize;
-use tokenizers::Tokenizer;
 
-use knowhow_models::decoder::{decoder_loss_sum, load_tokenizer, peft, Decoder, LoraConfig};
-use knowhow_models::{ChatTemplate, ChatTemplateError};
+use knowhow_models::decoder::{peft, LoraConfig};
 
-use crate::data::{self, Batch, DataError, EncodeOptions, EncodeReport, Encoded, Message, SplitOptions, SplitReport};
-use crate::registry::{
-    self, BaseModel, Card, DatasetInfo, Entry, HyperParameters, Metrics, MixInfo, Registry, RegistryError,
-};
+use crate::base::Base;
+use crate::batch::{batch_loss_sum, make_batches};
+use crate::data::{self, Batch, EncodeOptions, EncodeReport, SplitOptions, SplitReport};
+use crate::error::TuneError;
+use crate::registry::{self, BaseModel, Card, DatasetInfo, Entry, HyperParameters, Metrics, MixInfo, Registry};
 use crate::schedule::Warmup;
-use crate::train::{self, Progress, StopReason, TrainConfig, TrainError, TrainReport};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TuneError {
-    #[error(transparent)]
-    Data(#[from] DataError),
-    #[error(transparent)]
-    Model(#[from] knowhow_models::Error),
-    #[error(transparent)]
-    Template(#[from] ChatTemplateError),
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("model computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-}
-
-/// A base model ready for training or evaluation: the decoder, its tokenizer and how it renders conversations.
-pub struct Base {
-    pub dir: PathBuf,
-    pub decoder: Decoder,
-    pub tokenizer: Tokenizer,
-    /// `None`: the folder has no chat template; rows are rendered as plain prompt + completion + EOS.
-    pub template: Option<ChatTemplate>,
-    /// The end-of-sequence text the plain renderer appends (the model's first EOS token).
-    eos_text: String,
-}
-
-impl Base {
-    /// Loads `config.json`, the weights, `tokenizer.json` and the chat template (if any) of a Hugging Face folder.
-    pub fn load(dir: &Path) -> Result<Base, TuneError> {
-        let decoder = Decoder::load(dir)?;
-        let tokenizer = load_tokenizer(dir)?;
-        let template = ChatTemplate::from_model_dir(dir)?;
-        let eos_text = decoder
-            .config()
-            .eos_token_ids
-            .first()
-            .and_then(|&id| tokenizer.id_to_token(id))
-            .or_else(|| template.as_ref().and_then(|t| t.eos_token().map(str::to_string)))
-            .ok_or_else(|| {
-                TuneError::Invalid(format!(
-                    "{}: the model declares no eos_token_id in config.json, so generations and training rows \
-                     could not end; add one",
-                    dir.display()
-                ))
-            })?;
-        Ok(Base {
-            dir: dir.to_path_buf(),
-            decoder,
-            tokenizer,
-            template,
-            eos_text,
-        })
-    }
-
-    /// Renders `messages` as the model was trained to read them.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
-        match &self.template {
-            Some(template) => {
-                let values: Vec<serde_json::Value> = messages.iter().map(Message::to_template_value).collect();
-                template
-                    .render(&values, None, add_generation_prompt)
-                    .map_err(|error| error.to_string())
-            }
-            None => data::plain_text(&self.eos_text)(messages, add_generation_prompt),
-        }
-    }
-
-    /// Token ids that end a generation: the model's EOS ids and the template's `eos_token` (`<|im_end|>`, ...).
-    pub fn stop_ids(&self) -> Vec<u32> {
-        let mut ids = self.decoder.config().eos_token_ids.clone();
-        let template_eos = self.template.as_ref().and_then(|t| t.eos_token());
-        if let Some(id) = template_eos.and_then(|token| self.tokenizer.token_to_id(token)) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
-    }
-
-    /// The id padding positions hold (never trained: their labels are ignored).
-    pub fn pad_id(&self) -> u32 {
-        self.tokenizer
-            .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| self.decoder.config().eos_token_ids.first().copied())
-            .unwrap_or(0)
-    }
-
-    /// Encodes rows with this model's template and tokenizer.
-    pub fn encode(&self, rows: &[data::Row], options: &EncodeOptions) -> (Vec<Encoded>, EncodeReport) {
-        let render = |messages: &[Message], generation: bool| self.render(messages, generation);
-        data::encode_rows(rows, &render, &self.tokenizer, options)
-    }
-
-    /// Weights of the base model, counted from its configuration.
-    pub fn parameter_count(&self) -> usize {
-        let c = self.decoder.config();
-        let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-        let bias = |on: bool, n: usize| if on { n } else { 0 };
-        let attention = c.hidden_size * (q + 2 * kv)
-            + q * c.hidden_size
-            + bias(c.qkv_bias, q + 2 * kv)
-            + bias(c.o_bias, c.hidden_size);
-        let mlp = 3 * c.hidden_size * c.intermediate_size + bias(c.mlp_bias, 2 * c.intermediate_size + c.hidden_size);
-        let layer = attention + mlp + 2 * c.hidden_size;
-        let embeddings = c.vocab_size * c.hidden_size * if c.tie_word_embeddings { 1 } else { 2 };
-        embeddings + c.num_hidden_layers * layer + c.hidden_size
-    }
-}
-
-/// Groups encoded rows into padded batches of `batch_size`, similar lengths together (less padding; the training
-/// loop shuffles the batches).
-pub fn make_batches(mut rows: Vec<Encoded>, batch_size: usize, pad_id: u32) -> Vec<Batch> {
-    rows.sort_by_key(|row| row.input_ids.len());
-    rows.chunks(batch_size.max(1))
-        .map(|chunk| data::pad_batch(chunk, pad_id))
-        .collect()
-}
-
-/// The summed completion-token loss of a batch and its token count (see [`decoder_loss_sum`]).
-pub fn batch_loss_sum(decoder: &Decoder, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
-    let device = decoder.device();
-    let input_ids = Tensor::from_slice(&batch.input_ids, (batch.rows, batch.seq_len), device)?;
-    let labels = Tensor::from_slice(&batch.labels, (batch.rows, batch.seq_len), device)?;
-    decoder_loss_sum(decoder, &input_ids, &labels)
-}
+use crate::train::{self, Progress, StopReason, TrainConfig, TrainReport};
 
 /// Everything `knowhow tune` takes.
 #[derive(Debug, Clone)]
@@ -185,7 +51,14 @@ pub struct TuneOptions {
     pub mix: Option<data::Mix>,
     /// Continue the interrupted run of `name` from its latest checkpoint.
     pub resume: bool,
-    /// Set from a Ctrl-C handler: the run finishes its step, checkpoints and returns.
+    /// When resuming, draw the LoRA dropout masks on from where the interrupted run stopped (the default), so the
+    /// resumed run trains exactly as one that never stopped. `false` draws them from the start of the seeded
+    /// sequence, as a new run does: batches, order and optimizer still continue, the masks repeat those of the
+    /// first steps, and the curve drifts from the uninterrupted one (what an inexact resume costs can be measured
+    /// this way). Without dropout or without `resume` it changes nothing.
+    pub continue_dropout_masks: bool,
+    /// The stop request (see [`TrainConfig::stop`]): set it, from a Ctrl-C handler or the `on_event` callback, and
+    /// the run finishes its step, checkpoints and returns unregistered.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -211,6 +84,7 @@ impl TuneOptions {
             test_file: None,
             mix: None,
             resume: false,
+            continue_dropout_masks: true,
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -253,17 +127,15 @@ pub enum Event<'a> {
 pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event)) -> Result<TuneOutcome, TuneError> {
     registry::validate_name(&options.name)?;
     if options.batch_size == 0 {
-        return Err(TuneError::Invalid("--batch-size must be at least 1".into()));
+        return Err(TuneError::ZeroBatchSize);
     }
     let run_dir = home.join("tune").join(&options.name);
     let train_dir = run_dir.join("train");
     let resume_from = if options.resume {
-        Some(train::latest_checkpoint(&train_dir)?.ok_or_else(|| {
-            TuneError::Invalid(format!(
-                "nothing to resume: {} holds no checkpoint; run without --resume",
-                train_dir.display()
-            ))
-        })?)
+        Some(
+            train::latest_checkpoint(&train_dir)?
+                .ok_or_else(|| TuneError::NothingToResume { dir: train_dir.clone() })?,
+        )
     } else {
         if run_dir.exists() {
             std::fs::remove_dir_all(&run_dir).map_err(|source| TuneError::Io {
@@ -300,23 +172,21 @@ pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event))
     let (train_encoded, train_encoding) = base.encode(&train_rows, &encode_options);
     let (validation_encoded, validation_encoding) = base.encode(&validation_rows, &encode_options);
     if train_encoded.is_empty() {
-        return Err(TuneError::Invalid(format!(
-            "no training row could be encoded within --max-length {} ({} dropped, {} failed)",
-            options.max_length,
-            train_encoding.dropped_rows,
-            train_encoding.failed.len()
-        )));
+        return Err(TuneError::NothingEncoded {
+            max_length: options.max_length,
+            dropped: train_encoding.dropped_rows,
+            failed: train_encoding.failed.len(),
+        });
     }
     let pad_id = base.pad_id();
     let train_batches = make_batches(train_encoded, options.batch_size, pad_id);
     let validation_batches = make_batches(validation_encoded, options.batch_size, pad_id);
 
     base.decoder.add_lora(&options.lora, options.seed)?;
-    if let Some(checkpoint) = &resume_from {
+    if let Some(checkpoint) = resume_from.as_ref().filter(|_| options.continue_dropout_masks) {
         // Validation runs without dropout: each training batch consumed so far drew exactly one mask per layer.
         let state = train::read_trainer_state(checkpoint)?;
-        let batches_done = state.epoch * state.num_train_batches + state.position_in_epoch;
-        base.decoder.set_dropout_calls(batches_done as u64);
+        base.decoder.set_dropout_calls(state.batches_done() as u64);
     }
     let params = base.decoder.lora_vars();
     let trainable: usize = params.iter().map(|(_, var)| var.elem_count()).sum();
@@ -342,11 +212,11 @@ pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event))
         stop: options.stop.clone(),
         ..TrainConfig::default()
     };
-    let decoder = RefCell::new(base.decoder);
+    let base = RefCell::new(base);
     let loss = |batch: &Batch, training: bool| {
-        let mut decoder = decoder.borrow_mut();
-        decoder.set_training(training);
-        let (sum, count) = batch_loss_sum(&decoder, batch)?;
+        let mut base = base.borrow_mut();
+        base.decoder.set_training(training);
+        let (sum, count) = batch_loss_sum(&base.decoder, batch)?;
         Ok(((sum / count.max(1) as f64)?, count))
     };
     let report = train::train(
@@ -358,10 +228,7 @@ pub fn tune(home: &Path, options: &TuneOptions, on_event: &mut dyn FnMut(Event))
         resume_from.as_deref(),
         &mut |progress| on_event(Event::Step(progress)),
     )?;
-    let mut base = Base {
-        decoder: decoder.into_inner(),
-        ..base
-    };
+    let mut base = base.into_inner();
     base.decoder.set_training(false);
 
     let mut outcome = TuneOutcome {
@@ -433,7 +300,7 @@ fn card(
             train_rows: split.train.rows,
             validation_rows: split.validation.rows,
             test_rows: split.test.rows,
-            test_sha256: crate::evaluate::rows_checksum(&data::Dataset::load(&split.test.path, true)?.rows),
+            test_sha256: data::rows_checksum(&data::Dataset::load(&split.test.path, true)?.rows),
             mix: options
                 .mix
                 .as_ref()
@@ -470,7 +337,7 @@ fn card(
             total_parameters: outcome.total_parameters,
             evaluation: None,
         },
-        created: registry::now_rfc3339(),
+        created: knowhow_core::time::UtcDateTime::now().rfc3339(),
         knowhow_version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }

@@ -74,7 +74,7 @@ pub struct DatasetInfo {
     pub train_rows: usize,
     pub validation_rows: usize,
     pub test_rows: usize,
-    /// `evaluate::rows_checksum` of the held-out test rows, so an evaluation can say whether it ran on them.
+    /// `data::rows_checksum` of the held-out test rows, so an evaluation can say whether it ran on them.
     pub test_sha256: String,
     /// General-purpose rows mixed into training (`--mix`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -451,33 +451,9 @@ pub fn weights_sha256(model_dir: &Path) -> Result<String, RegistryError> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The current time as RFC 3339 UTC, to the second.
-pub fn now_rfc3339() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(seconds)
-}
-
-/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(seconds: u64) -> String {
-    let t = knowhow_core::time::UtcDateTime::from_unix(seconds);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_utc_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
-    }
 
     #[test]
     fn parses_references_and_rejects_bad_names() {

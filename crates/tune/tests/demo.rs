@@ -9,11 +9,12 @@
 use std::path::Path;
 use std::time::Instant;
 
+use knowhow_testkit::tiny::{self, TinyOptions};
+use knowhow_tune::base::Base;
 use knowhow_tune::evaluate::{compare, evaluate_model, Checks, EvalOptions};
-use knowhow_tune::pipeline::{tune, Base, TuneOptions};
+use knowhow_tune::pipeline::{tune, TuneOptions};
 use knowhow_tune::registry::Registry;
 use knowhow_tune::schedule::Warmup;
-use knowhow_tune::tiny::{self, TinyOptions};
 
 /// Peak resident memory of this process since the last reset, in KiB (Linux `VmHWM`).
 fn peak_rss_kib() -> Option<u64> {

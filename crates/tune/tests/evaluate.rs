@@ -60,5 +60,5 @@ fn bad_schema_and_bad_pattern_are_refused_with_a_message() {
     let error = Checks::new(Some(&bad_schema), None).err().unwrap().to_string();
     assert!(error.contains("JSON schema"), "{error}");
     let error = Checks::new(None, Some("(unclosed")).err().unwrap().to_string();
-    assert!(error.contains("--regex"), "{error}");
+    assert!(error.contains("\"(unclosed\" is not a valid pattern"), "{error}");
 }

@@ -51,7 +51,7 @@ fn card(name: &str, val_loss: f64) -> Card {
             val_loss: Some(val_loss),
             ..Metrics::default()
         },
-        created: registry::now_rfc3339(),
+        created: knowhow_core::time::UtcDateTime::now().rfc3339(),
         knowhow_version: "0.1.0".into(),
     }
 }

@@ -533,19 +533,3 @@ fn bad_configs_are_refused_with_a_reason() {
     .unwrap_err();
     assert!(error.to_string().contains("grad_accum"), "{error}");
 }
-
-#[test]
-fn the_progress_bar_follows_the_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = Model::new(0.0);
-    let train_batches = batches(&[3, 3, 3, 3], [1.0, 1.0, 1.0], 0);
-    let bar = indicatif::ProgressBar::hidden();
-    let mut on_progress = knowhow_tune::train::progress_bar(bar.clone());
-    run(&model, &train_batches, &[], &config(dir.path()), None, &mut on_progress).unwrap();
-    assert_eq!((bar.position(), bar.length()), (6, Some(6)));
-    let message = bar.message();
-    assert!(
-        message.starts_with("loss ") && message.contains(" tok/s eta "),
-        "{message}"
-    );
-}

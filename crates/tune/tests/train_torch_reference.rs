@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::{Device, Tensor, Var};
+use knowhow_testkit::env::{required_env, run_python};
 use knowhow_tune::optim::{AdamW, AdamWConfig};
 use knowhow_tune::schedule::CosineSchedule;
 use knowhow_tune::train::clip_grad_norm;
@@ -20,21 +20,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 const TOLERANCE: f64 = 1e-6;
-
-/// The value of `var`, or `None` after printing why the test is skipped; fails instead under
-/// `KNOWHOW_REQUIRE_REAL_MODELS=1`.
-fn required_env(var: &str, test: &str, example: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("KNOWHOW_REQUIRE_REAL_MODELS").as_deref() == Ok("1") => {
-            panic!("{test}: {var} is not set and KNOWHOW_REQUIRE_REAL_MODELS=1 (set {var}={example})")
-        }
-        _ => {
-            eprintln!("skipped {test}: set {var}={example} to run it");
-            None
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct Reference {
@@ -81,18 +66,7 @@ fn run_reference(python: &str, cases: &serde_json::Value) -> Reference {
     let (input, output) = (dir.path().join("cases.json"), dir.path().join("reference.json"));
     std::fs::write(&input, serde_json::to_vec(cases).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_torch_reference.py");
-    let result = Command::new(python)
-        .arg(&script)
-        .arg(&input)
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&result.stderr)
-    );
+    run_python(python, &script, [&input, &output]);
     serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap()
 }
 

@@ -6,7 +6,7 @@
 //! orthogonal (each is its own nearest neighbour by a wide margin).
 
 use knowhow_core::{Chunk, CollectionRef, Document, Metadata};
-use knowhow_index::{DocumentUpdate, ModelPin, SourceRecord, SourceUpdate};
+use knowhow_index::{DocumentUpdate, ModelPin, SourceRecord, SourceUpdate, WeightsChecksum};
 
 pub const DIMENSION: u32 = 24;
 
@@ -16,7 +16,7 @@ pub fn pin(id: &str, dimension: u32) -> ModelPin {
         dimension,
         pooling: "mean".into(),
         normalized: true,
-        checksum: format!("sha256-of-{id}"),
+        checksum: WeightsChecksum::Known(format!("sha256-of-{id}")),
     }
 }
 

@@ -25,19 +25,37 @@ pub struct Extracted {
 }
 
 /// Why a file (or one row of it) could not be loaded. The message is written
-/// for the user: it names what is wrong and, where one exists, the way out.
+/// for the user: it names what is wrong and, where one exists, the way out;
+/// a way out that is an ingest setting is [`LoadError::remedy`], which each
+/// front end spells its own way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct LoadError {
     pub message: String,
+    pub remedy: Option<Remedy>,
 }
 
 impl LoadError {
     pub fn new(message: impl Into<String>) -> LoadError {
         LoadError {
             message: message.into(),
+            remedy: None,
         }
     }
+}
+
+/// The ingest setting that would load what failed. Errors name it instead of
+/// a command-line flag, so that the command line can say `--encoding X` and
+/// an API `"encoding": "X"`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "setting", content = "value", rename_all = "snake_case")]
+pub enum Remedy {
+    /// Decode text with this encoding (the detector's best guess).
+    Encoding(String),
+    /// Name the field of a row that holds its text.
+    TextField,
+    /// Raise the size limit above which files are skipped.
+    MaxFileSize,
 }
 
 /// The formats knowhow reads, chosen by file extension.
@@ -109,6 +127,7 @@ pub struct RowError {
     /// 1-based line number in the file.
     pub line: u64,
     pub message: String,
+    pub remedy: Option<Remedy>,
 }
 
 /// Loads one file already read into memory. `source` is the file's absolute

@@ -7,7 +7,7 @@
 use knowhow_core::{Document, Metadata};
 use serde_json::{Map, Value};
 
-use super::{file_document_id, LoadError, Loaded, RowError};
+use super::{file_document_id, LoadError, Loaded, Remedy, RowError};
 
 /// Which fields of a row hold its id, title and text. `None` means "the first
 /// of the usual names present" (see [`RowFields::ID_NAMES`] and friends).
@@ -39,13 +39,11 @@ pub(crate) fn load_jsonl(bytes: &[u8], source: &str, fields: &RowFields) -> Resu
                 Value::Object(object) => Ok(object),
                 other => Err(format!("expected a JSON object, found {}", json_kind(&other))),
             })
+            .map_err(RowFailure::from)
             .and_then(|object| row_document(object, source, line_number, fields));
         match parsed {
             Ok(doc) => loaded.documents.push(doc),
-            Err(message) => loaded.row_errors.push(RowError {
-                line: line_number,
-                message,
-            }),
+            Err(failure) => loaded.row_errors.push(failure.at(line_number)),
         }
     }
     no_rows_at_all(loaded)
@@ -80,15 +78,12 @@ pub(crate) fn load_csv(bytes: &[u8], source: &str, fields: &RowFields) -> Result
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                (line, Err(csv_error_message(&e)))
+                (line, Err(RowFailure::from(csv_error_message(&e))))
             }
         };
         match result {
             Ok(doc) => loaded.documents.push(doc),
-            Err(message) => loaded.row_errors.push(RowError {
-                line: line_number,
-                message,
-            }),
+            Err(failure) => loaded.row_errors.push(failure.at(line_number)),
         }
     }
     no_rows_at_all(loaded)
@@ -113,19 +108,44 @@ fn no_rows_at_all(loaded: Loaded) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
+/// Why one row failed, before its line number is attached.
+struct RowFailure {
+    message: String,
+    remedy: Option<Remedy>,
+}
+
+impl From<String> for RowFailure {
+    fn from(message: String) -> RowFailure {
+        RowFailure { message, remedy: None }
+    }
+}
+
+impl RowFailure {
+    fn at(self, line: u64) -> RowError {
+        RowError {
+            line,
+            message: self.message,
+            remedy: self.remedy,
+        }
+    }
+}
+
 fn row_document(
     mut object: Map<String, Value>,
     source: &str,
     line: u64,
     fields: &RowFields,
-) -> Result<Document, String> {
+) -> Result<Document, RowFailure> {
     let text_key = pick_field(&object, fields.text.as_deref(), &RowFields::TEXT_NAMES, "text")?.ok_or_else(|| {
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        format!(
-            "no text field (tried {}); name one with --text-field (fields: {})",
-            RowFields::TEXT_NAMES.join(", "),
-            keys.join(", ")
-        )
+        RowFailure {
+            message: format!(
+                "no text field (tried {}); name the field that holds the text (fields: {})",
+                RowFields::TEXT_NAMES.join(", "),
+                keys.join(", ")
+            ),
+            remedy: Some(Remedy::TextField),
+        }
     })?;
     let id_key = pick_field(&object, fields.id.as_deref(), &RowFields::ID_NAMES, "id")?;
     let title_key = pick_field(&object, fields.title.as_deref(), &RowFields::TITLE_NAMES, "title")?;
@@ -135,7 +155,7 @@ fn row_document(
         Some(key) => {
             let id = scalar_text(object.remove(&key).unwrap_or(Value::Null), &key)?;
             if id.trim().is_empty() {
-                return Err(format!("field {key:?} (the id) is empty"));
+                return Err(format!("field {key:?} (the id) is empty").into());
             }
             id
         }
@@ -146,7 +166,7 @@ fn row_document(
         None => String::new(),
     };
     if body.trim().is_empty() && title.trim().is_empty() {
-        return Err(format!("field {text_key:?} (the text) is empty"));
+        return Err(format!("field {text_key:?} (the text) is empty").into());
     }
     let text = if title.trim().is_empty() {
         body
@@ -253,7 +273,7 @@ mod tests {
             "has no field \"abstract\" (the text field)"
         );
         let unguessable = load_jsonl(br#"{"summary":"x"}"#, "/a.jsonl", &RowFields::default()).unwrap();
-        assert!(unguessable.row_errors[0].message.contains("--text-field"));
+        assert_eq!(unguessable.row_errors[0].remedy, Some(Remedy::TextField));
         assert!(unguessable.row_errors[0].message.contains("summary"));
     }
 

@@ -3,7 +3,7 @@
 
 use knowhow_core::Section;
 
-use super::{Extracted, LoadError};
+use super::{Extracted, LoadError, Remedy};
 
 /// Decodes text that must be UTF-8 unless the caller names an encoding.
 ///
@@ -38,12 +38,14 @@ pub(crate) fn decode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encodi
             let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Allow);
             detector.feed(bytes, true);
             let guess = detector.guess(None, chardetng::Utf8Detection::Allow);
-            Err(LoadError::new(format!(
-                "not UTF-8 (invalid byte at offset {}; it looks like {}): convert it, or pass --encoding {}",
-                e.valid_up_to(),
-                guess.name(),
-                guess.name()
-            )))
+            Err(LoadError {
+                message: format!(
+                    "not UTF-8 (invalid byte at offset {}; it looks like {}): convert it, or name its encoding",
+                    e.valid_up_to(),
+                    guess.name(),
+                ),
+                remedy: Some(Remedy::Encoding(guess.name().to_string())),
+            })
         }
     }
 }
@@ -236,7 +238,7 @@ mod tests {
         let err = load_text(latin1, None).unwrap_err();
         assert!(err.message.contains("not UTF-8"), "{err}");
         assert!(err.message.contains("offset 3"), "{err}");
-        assert!(err.message.contains("--encoding"), "{err}");
+        assert!(matches!(err.remedy, Some(Remedy::Encoding(_))), "{err}");
         let decoded = load_text(latin1, Some(encoding_rs::WINDOWS_1252)).unwrap();
         assert!(decoded.text.starts_with("café crème"));
     }

@@ -1,8 +1,13 @@
 //! Helpers for tests that drive the real `knowhow` binary.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+// Re-exported for the targets that read the shared data; every other target that includes this module leaves
+// it unused.
+#[allow(unused_imports)]
+pub use knowhow_testkit::env::shared_data;
 
 /// A scratch home directory plus a way to run the binary against it.
 pub struct Knowhow {
@@ -38,22 +43,14 @@ impl Knowhow {
 
     /// Runs, requires success, and returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "knowhow {args:?} failed: {}\n{}",
-            stderr(&out),
-            stdout(&out)
-        );
-        stdout(&out)
+        run_ok(self.command(), args)
     }
 
     /// Runs with `--json`, requires success, and parses the one JSON value.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+        json(&self.ok(&all))
     }
 
     /// Runs `ingest --json` and returns every JSON line (files, then summary).
@@ -74,21 +71,21 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `../shared/data` next to the repository, or `KNOWHOW_DATA`. `None` (with a
-/// message saying the test is skipped) when absent.
-pub fn shared_data(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("KNOWHOW_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if path.is_dir() {
-        Some(path.canonicalize().unwrap())
-    } else {
-        eprintln!(
-            "SKIPPED {test}: shared data folder {} is absent (set KNOWHOW_DATA)",
-            path.display()
-        );
-        None
-    }
+/// Runs `command` (the binary, its environment set) with `args`, requires success, and returns stdout.
+pub fn run_ok(mut command: Command, args: &[&str]) -> String {
+    let out = command.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "knowhow {args:?} failed: {}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    stdout(&out)
+}
+
+/// The one JSON value `text` holds (surrounding white space allowed).
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Writes a file, creating its folder.

@@ -1,18 +1,13 @@
 //! `strftime_now(format)`: the current UTC time formatted like Python's `strftime`; the calendar arithmetic is
 //! `knowhow_core::time`'s.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use knowhow_core::time::UtcDateTime;
 use minijinja::ErrorKind;
 
 /// transformers' `strftime_now(format)`: the current time formatted like Python's `strftime`. The time is UTC
 /// (transformers uses the machine's local time, which is UTC on most servers and containers).
 pub(super) fn strftime_now(format: String) -> Result<String, minijinja::Error> {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    strftime(&format, seconds)
+    strftime(&format, knowhow_core::time::unix_now())
 }
 
 const MONTHS: [&str; 12] = [

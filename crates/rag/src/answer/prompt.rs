@@ -324,7 +324,10 @@ mod tests {
             system: Template::new("my.jinja", "{{ no_such_variable }}"),
             ..PromptTemplates::default()
         };
-        let error = render(&input(&broken), &[]).unwrap_err().to_string();
-        assert!(error.contains("my.jinja"), "{error}");
+        let error = render(&input(&broken), &[]).unwrap_err();
+        assert!(
+            matches!(&error, AnswerError::Template { name, .. } if name == "my.jinja"),
+            "{error:?}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The extractive answerer measured on real questions: SQuAD v1.1's Super
 //! Bowl 50 article (54 paragraphs, each a document; 810 questions with gold
-//! answer spans). Reads `../shared/data/squad/dev-v1.1.Super_Bowl_50_only.json`
-//! (override with `KNOWHOW_SQUAD=path`); skipped when absent.
+//! answer spans). Reads `squad/dev-v1.1.Super_Bowl_50_only.json` of the shared
+//! data folder (`knowhow_testkit::env::shared_data`), or `KNOWHOW_SQUAD=path`;
+//! skipped when absent.
 //!
 //! Figures (run with `--nocapture` to see them): how often a gold answer
 //! appears in the extractive answer, and in the sources it cites; the
@@ -15,11 +16,13 @@ use knowhow_index::Home;
 use knowhow_ingest::chunk::ChunkOptions;
 use knowhow_rag::answer::{answer, term_coverage, AnswerContext, AnswerMode, AnswerOptions, Backend};
 use knowhow_rag::Options;
+use knowhow_testkit::env::shared_data;
 
-fn squad_path() -> Option<PathBuf> {
-    let path = std::env::var_os("KNOWHOW_SQUAD").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/squad/dev-v1.1.Super_Bowl_50_only.json")
-    });
+fn squad_path(test: &str) -> Option<PathBuf> {
+    let path = match std::env::var_os("KNOWHOW_SQUAD") {
+        Some(path) => PathBuf::from(path),
+        None => shared_data(test)?.join("squad/dev-v1.1.Super_Bowl_50_only.json"),
+    };
     path.is_file().then_some(path)
 }
 
@@ -82,7 +85,7 @@ fn load(path: &PathBuf) -> (Vec<(String, String, String)>, Vec<Question>) {
 
 #[test]
 fn extractive_answers_contain_the_gold_answer_on_squad_super_bowl_50() {
-    let Some(path) = squad_path() else {
+    let Some(path) = squad_path("extractive_answers_contain_the_gold_answer_on_squad_super_bowl_50") else {
         eprintln!(
             "skipped: SQuAD Super Bowl 50 file not found; set KNOWHOW_SQUAD=path/to/dev-v1.1.Super_Bowl_50_only.json"
         );

@@ -1,10 +1,10 @@
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use knowhow_rag::remote::{Error, OpenAiEmbedder, RemoteConfig};
+use knowhow_testkit::http::{closed_url, Request, Response, Server};
 use serde_json::json;
 
-use crate::support::{Received, Reply, TestServer};
+use crate::support::strings;
 use crate::test_config;
 
 /// The vector the test servers give a text, so that a misplaced vector shows: its length, its first byte, 1.
@@ -13,21 +13,17 @@ fn vector_for(text: &str) -> Vec<f32> {
 }
 
 /// An OpenAI-shaped answer to `request`, with `data` in the order `arrange` leaves it.
-fn embeddings_reply(request: &Received, arrange: impl FnOnce(&mut Vec<serde_json::Value>)) -> Reply {
-    let mut data: Vec<serde_json::Value> = request
-        .strings("input")
+fn embeddings_reply(request: &Request, arrange: impl FnOnce(&mut Vec<serde_json::Value>)) -> Response {
+    let mut data: Vec<serde_json::Value> = strings(request, "input")
         .iter()
         .enumerate()
         .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": vector_for(text)}))
         .collect();
     arrange(&mut data);
-    Reply::json(
-        200,
-        json!({"object": "list", "data": data, "model": "test-model", "usage": {"total_tokens": 1}}),
-    )
+    Response::json(&json!({"object": "list", "data": data, "model": "test-model", "usage": {"total_tokens": 1}}))
 }
 
-fn in_order(request: &Received) -> Reply {
+fn in_order(request: &Request) -> Response {
     embeddings_reply(request, |_| {})
 }
 
@@ -37,21 +33,21 @@ fn embedder(config: RemoteConfig) -> OpenAiEmbedder {
 
 #[test]
 fn local_test_server_embeddings_request_body_and_headers() {
-    let server = TestServer::start(|_, request| in_order(request));
+    let server = Server::start(in_order);
     let config = RemoteConfig {
         api_key: Some("sk-test".into()),
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
     let embedder = embedder(config);
 
     let vectors = embedder.embed(&["hello", "world!"]).unwrap();
 
     assert_eq!(vectors, vec![vector_for("hello"), vector_for("world!")]);
-    let received = server.received();
+    let received = server.requests();
     assert_eq!(received.len(), 1);
     let request = &received[0];
     assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
+        (request.method.as_str(), request.target.as_str()),
         ("POST", "/v1/embeddings")
     );
     assert_eq!(request.header("authorization"), Some("Bearer sk-test"));
@@ -64,39 +60,39 @@ fn local_test_server_embeddings_request_body_and_headers() {
 
 #[test]
 fn local_test_server_embeddings_base_ending_in_v1_and_dimensions() {
-    let server = TestServer::start(|_, request| in_order(request));
-    let embedder = embedder(test_config(format!("{}/v1/", server.base_url()))).with_dimensions(3);
-    assert_eq!(embedder.url(), format!("{}/v1/embeddings", server.base_url()));
+    let server = Server::start(in_order);
+    let embedder = embedder(test_config(&format!("{}/v1/", server.url()))).with_dimensions(3);
+    assert_eq!(embedder.url(), format!("{}/v1/embeddings", server.url()));
     assert_eq!(embedder.dimension(), None);
 
     embedder.embed(&["one"]).unwrap();
 
     assert_eq!(embedder.dimension(), Some(3));
-    let request = &server.received()[0];
-    assert_eq!(request.path, "/v1/embeddings");
+    let request = &server.requests()[0];
+    assert_eq!(request.target, "/v1/embeddings");
     assert_eq!(request.header("authorization"), None, "no key, no Authorization header");
     assert_eq!(request.json()["dimensions"], json!(3));
 }
 
 #[test]
 fn local_test_server_embeddings_batches_split() {
-    let server = TestServer::start(|_, request| in_order(request));
+    let server = Server::start(in_order);
     let embedder = embedder(RemoteConfig {
         batch_size: 2,
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     });
     let texts = ["a", "bb", "ccc", "dddd", "eeeee"];
 
     let vectors = embedder.embed(&texts).unwrap();
 
     assert_eq!(vectors, texts.iter().map(|t| vector_for(t)).collect::<Vec<_>>());
-    let batches: Vec<Vec<String>> = server.received().iter().map(|r| r.strings("input")).collect();
+    let batches: Vec<Vec<String>> = server.requests().iter().map(|r| strings(r, "input")).collect();
     assert_eq!(batches, [vec!["a", "bb"], vec!["ccc", "dddd"], vec!["eeeee"]]);
 }
 
 #[test]
 fn local_test_server_embeddings_ordered_by_index_when_shuffled() {
-    let server = TestServer::start(|_, request| {
+    let server = Server::start(|request| {
         embeddings_reply(request, |data| {
             data.reverse();
             data.rotate_left(2);
@@ -104,16 +100,16 @@ fn local_test_server_embeddings_ordered_by_index_when_shuffled() {
     });
     let texts = ["alpha", "be", "gamma ray", "d", "epsilon"];
 
-    let vectors = embedder(test_config(server.base_url())).embed(&texts).unwrap();
+    let vectors = embedder(test_config(server.url())).embed(&texts).unwrap();
 
     assert_eq!(vectors, texts.iter().map(|t| vector_for(t)).collect::<Vec<_>>());
 }
 
 #[test]
 fn local_test_server_embeddings_missing_index_is_an_error() {
-    let server = TestServer::start(|_, request| embeddings_reply(request, |data| data.truncate(1)));
+    let server = Server::start(|request| embeddings_reply(request, |data| data.truncate(1)));
 
-    let err = embedder(test_config(server.base_url())).embed(&["a", "b"]).unwrap_err();
+    let err = embedder(test_config(server.url())).embed(&["a", "b"]).unwrap_err();
 
     assert!(matches!(err, Error::Response { .. }), "{err:?}");
     assert!(err.to_string().contains("no result for index 1 of 2"), "{err}");
@@ -121,14 +117,14 @@ fn local_test_server_embeddings_missing_index_is_an_error() {
 
 #[test]
 fn local_test_server_embeddings_dimension_change_is_an_error() {
-    let server = TestServer::start(|number, request| {
+    let server = Server::start(|request| {
         embeddings_reply(request, |data| {
-            if number == 1 {
+            if request.number == 1 {
                 data[0]["embedding"] = json!([0.5, 0.5]);
             }
         })
     });
-    let embedder = embedder(test_config(server.base_url()));
+    let embedder = embedder(test_config(server.url()));
     embedder.embed(&["first"]).unwrap();
 
     let err = embedder.embed(&["second"]).unwrap_err();
@@ -142,9 +138,9 @@ fn local_test_server_embeddings_dimension_change_is_an_error() {
 
 #[test]
 fn local_test_server_embeddings_requested_dimensions_not_honoured() {
-    let server = TestServer::start(|_, request| in_order(request));
+    let server = Server::start(in_order);
 
-    let err = embedder(test_config(server.base_url()))
+    let err = embedder(test_config(server.url()))
         .with_dimensions(8)
         .embed(&["x"])
         .unwrap_err();
@@ -154,50 +150,52 @@ fn local_test_server_embeddings_requested_dimensions_not_honoured() {
 
 #[test]
 fn local_test_server_embeddings_empty_input_sends_nothing() {
-    let server = TestServer::start(|_, request| in_order(request));
+    let server = Server::start(in_order);
 
-    assert!(embedder(test_config(server.base_url())).embed(&[]).unwrap().is_empty());
-    assert!(server.received().is_empty());
+    assert!(embedder(test_config(server.url())).embed(&[]).unwrap().is_empty());
+    assert!(server.requests().is_empty());
 }
 
 #[test]
 fn local_test_server_retry_on_503_then_success() {
-    let server = TestServer::start(|number, request| match number {
-        0 => Reply::text(503, "upstream overloaded"),
+    let server = Server::start(|request| match request.number {
+        0 => Response::new(503, "text/plain", "upstream overloaded"),
         _ => in_order(request),
     });
 
-    let vectors = embedder(test_config(server.base_url())).embed(&["retry me"]).unwrap();
+    let vectors = embedder(test_config(server.url())).embed(&["retry me"]).unwrap();
 
     assert_eq!(vectors, vec![vector_for("retry me")]);
-    let received = server.received();
+    let received = server.requests();
     assert_eq!(received.len(), 2);
     assert_eq!(received[0].body, received[1].body, "the retry resends the same request");
 }
 
 #[test]
 fn local_test_server_connection_dropped_is_retried() {
-    let server = TestServer::start(|number, request| match number {
-        0 => Reply::HangUp,
+    let server = Server::start(|request| match request.number {
+        0 => Response::hang_up(),
         _ => in_order(request),
     });
 
-    let vectors = embedder(test_config(server.base_url())).embed(&["again"]).unwrap();
+    let vectors = embedder(test_config(server.url())).embed(&["again"]).unwrap();
 
     assert_eq!(vectors, vec![vector_for("again")]);
-    assert_eq!(server.received().len(), 2);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
 fn local_test_server_retry_after_honoured() {
-    let server = TestServer::start(|number, request| match number {
-        0 => Reply::json(429, json!({"error": {"message": "slow down"}})).with_header("Retry-After", "1"),
+    let server = Server::start(|request| match request.number {
+        0 => Response::json(&json!({"error": {"message": "slow down"}}))
+            .with_status(429)
+            .with_header("Retry-After", "1"),
         _ => in_order(request),
     });
     // Back-off alone would wait about 1 ms; only Retry-After explains a wait of a second.
     let config = RemoteConfig {
         max_backoff: Duration::from_secs(5),
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     let started = Instant::now();
@@ -208,18 +206,18 @@ fn local_test_server_retry_after_honoured() {
         waited >= Duration::from_secs(1),
         "retried after {waited:?}, before the server's Retry-After of 1 s"
     );
-    assert_eq!(server.received().len(), 2);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
 fn local_test_server_retry_after_bounded_by_max_backoff() {
-    let server = TestServer::start(|number, request| match number {
-        0 => Reply::text(503, "maintenance").with_header("Retry-After", "3600"),
+    let server = Server::start(|request| match request.number {
+        0 => Response::new(503, "text/plain", "maintenance").with_header("Retry-After", "3600"),
         _ => in_order(request),
     });
     let config = RemoteConfig {
         max_backoff: Duration::from_millis(100),
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     let started = Instant::now();
@@ -234,15 +232,15 @@ fn local_test_server_retry_after_bounded_by_max_backoff() {
 
 #[test]
 fn local_test_server_gives_up_after_max_retries() {
-    let server = TestServer::start(|_, _| Reply::json(503, json!({"error": {"message": "model overloaded"}})));
+    let server = Server::start(|_| Response::json(&json!({"error": {"message": "model overloaded"}})).with_status(503));
     let config = RemoteConfig {
         max_retries: 2,
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     let err = embedder(config).embed(&["never"]).unwrap_err();
 
-    assert_eq!(server.received().len(), 3, "one attempt and two retries");
+    assert_eq!(server.requests().len(), 3, "one attempt and two retries");
     match &err {
         Error::Status {
             status,
@@ -251,7 +249,7 @@ fn local_test_server_gives_up_after_max_retries() {
             url,
         } => {
             assert_eq!((*status, *attempts, message.as_str()), (503, 3, "model overloaded"));
-            assert_eq!(url, &format!("{}/v1/embeddings", server.base_url()));
+            assert_eq!(url, &format!("{}/v1/embeddings", server.url()));
         }
         other => panic!("expected a status error, got {other:?}"),
     }
@@ -263,20 +261,18 @@ fn local_test_server_gives_up_after_max_retries() {
 
 #[test]
 fn local_test_server_401_not_retried() {
-    let server = TestServer::start(|_, _| {
-        Reply::json(
-            401,
-            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
-        )
+    let server = Server::start(|_| {
+        Response::json(&json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}))
+            .with_status(401)
     });
     let config = RemoteConfig {
         api_key: Some("sk-wrong".into()),
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     let err = embedder(config).embed(&["secret"]).unwrap_err();
 
-    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.requests().len(), 1);
     assert!(
         matches!(
             err,
@@ -297,12 +293,12 @@ fn local_test_server_401_not_retried() {
 
 #[test]
 fn local_test_server_malformed_json_error_message() {
-    let server = TestServer::start(|_, _| Reply::text(200, r#"{"data": [{"index": 0, "embedding": [0.1,"#));
+    let server = Server::start(|_| Response::ok("application/json", r#"{"data": [{"index": 0, "embedding": [0.1,"#));
 
-    let err = embedder(test_config(server.base_url())).embed(&["x"]).unwrap_err();
+    let err = embedder(test_config(server.url())).embed(&["x"]).unwrap_err();
 
     assert!(matches!(err, Error::Response { .. }), "{err:?}");
-    assert_eq!(server.received().len(), 1, "a malformed answer is not retried");
+    assert_eq!(server.requests().len(), 1, "a malformed answer is not retried");
     let shown = err.to_string();
     assert!(
         shown.contains("/v1/embeddings") && shown.contains("expected {\"data\""),
@@ -316,11 +312,11 @@ fn local_test_server_malformed_json_error_message() {
 
 #[test]
 fn local_test_server_timeout_is_retried_then_reported() {
-    let server = TestServer::start(|_, request| Reply::After(Duration::from_secs(1), Box::new(in_order(request))));
+    let server = Server::start(|request| in_order(request).after(Duration::from_secs(1)));
     let config = RemoteConfig {
         timeout: Duration::from_millis(200),
         max_retries: 1,
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     // Without the timeout, the first attempt would succeed after a second.
@@ -341,10 +337,9 @@ fn local_test_server_timeout_is_retried_then_reported() {
 
 #[test]
 fn refused_connection_gives_up_with_a_clear_error() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = RemoteConfig {
         max_retries: 1,
-        ..test_config(format!("http://127.0.0.1:{port}"))
+        ..test_config(&closed_url())
     };
 
     let err = embedder(config).embed(&["anyone there?"]).unwrap_err();

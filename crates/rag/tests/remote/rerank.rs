@@ -1,7 +1,8 @@
 use knowhow_rag::remote::{Error, RemoteConfig, RemoteReranker, RerankFlavor};
+use knowhow_testkit::http::{Request, Response, Server};
 use serde_json::json;
 
-use crate::support::{Received, Reply, TestServer};
+use crate::support::strings;
 use crate::test_config;
 
 /// The score the test servers give a passage, so that a misplaced score shows.
@@ -16,23 +17,20 @@ fn scored(passages: &[String]) -> Vec<(usize, f32)> {
     scored
 }
 
-fn tei_reply(request: &Received) -> Reply {
-    let body: Vec<_> = scored(&request.strings("texts"))
+fn tei_reply(request: &Request) -> Response {
+    let body: Vec<_> = scored(&strings(request, "texts"))
         .iter()
         .map(|(i, s)| json!({"index": i, "score": s}))
         .collect();
-    Reply::json(200, json!(body))
+    Response::json(&json!(body))
 }
 
-fn cohere_reply(request: &Received) -> Reply {
-    let results: Vec<_> = scored(&request.strings("documents"))
+fn cohere_reply(request: &Request) -> Response {
+    let results: Vec<_> = scored(&strings(request, "documents"))
         .iter()
         .map(|(i, s)| json!({"index": i, "relevance_score": s}))
         .collect();
-    Reply::json(
-        200,
-        json!({"id": "r-1", "results": results, "meta": {"api_version": {"version": "1"}}}),
-    )
+    Response::json(&json!({"id": "r-1", "results": results, "meta": {"api_version": {"version": "1"}}}))
 }
 
 fn reranker(config: RemoteConfig, flavor: RerankFlavor) -> RemoteReranker {
@@ -47,15 +45,15 @@ fn expected_scores(passages: &[&str]) -> Vec<f32> {
 
 #[test]
 fn local_test_server_rerank_tei_request_and_scores() {
-    let server = TestServer::start(|_, request| tei_reply(request));
+    let server = Server::start(tei_reply);
 
-    let scores = reranker(test_config(server.base_url()), RerankFlavor::Tei)
+    let scores = reranker(test_config(server.url()), RerankFlavor::Tei)
         .rerank("q?", &PASSAGES)
         .unwrap();
 
     assert_eq!(scores, expected_scores(&PASSAGES));
-    let request = &server.received()[0];
-    assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/rerank"));
+    let request = &server.requests()[0];
+    assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/rerank"));
     assert_eq!(
         request.json(),
         json!({"query": "q?", "texts": PASSAGES, "raw_scores": false, "truncate": true})
@@ -64,22 +62,22 @@ fn local_test_server_rerank_tei_request_and_scores() {
 
 #[test]
 fn local_test_server_rerank_tei_raw_scores() {
-    let server = TestServer::start(|_, request| tei_reply(request));
+    let server = Server::start(tei_reply);
 
-    reranker(test_config(server.base_url()), RerankFlavor::Tei)
+    reranker(test_config(server.url()), RerankFlavor::Tei)
         .with_raw_scores(true)
         .rerank("q", &["p"])
         .unwrap();
 
-    assert_eq!(server.received()[0].json()["raw_scores"], json!(true));
+    assert_eq!(server.requests()[0].json()["raw_scores"], json!(true));
 }
 
 #[test]
 fn local_test_server_rerank_cohere_request_and_scores() {
-    let server = TestServer::start(|_, request| cohere_reply(request));
+    let server = Server::start(cohere_reply);
     let config = RemoteConfig {
         api_key: Some("co-key".into()),
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
 
     let scores = reranker(config, RerankFlavor::Cohere)
@@ -87,8 +85,8 @@ fn local_test_server_rerank_cohere_request_and_scores() {
         .unwrap();
 
     assert_eq!(scores, expected_scores(&PASSAGES));
-    let request = &server.received()[0];
-    assert_eq!(request.path, "/v1/rerank");
+    let request = &server.requests()[0];
+    assert_eq!(request.target, "/v1/rerank");
     assert_eq!(request.header("authorization"), Some("Bearer co-key"));
     assert_eq!(
         request.json(),
@@ -98,43 +96,40 @@ fn local_test_server_rerank_cohere_request_and_scores() {
 
 #[test]
 fn local_test_server_rerank_jina_with_v1_base() {
-    let server = TestServer::start(|_, request| cohere_reply(request));
-    let reranker = reranker(test_config(format!("{}/v1", server.base_url())), RerankFlavor::Jina);
+    let server = Server::start(cohere_reply);
+    let reranker = reranker(test_config(&format!("{}/v1", server.url())), RerankFlavor::Jina);
 
     let scores = reranker.rerank("q", &PASSAGES).unwrap();
 
     assert_eq!(scores, expected_scores(&PASSAGES));
-    assert_eq!(server.received()[0].path, "/v1/rerank");
-    assert_eq!(server.received()[0].strings("documents"), PASSAGES);
+    assert_eq!(server.requests()[0].target, "/v1/rerank");
+    assert_eq!(strings(&server.requests()[0], "documents"), PASSAGES);
 }
 
 #[test]
 fn local_test_server_rerank_detects_the_response_shape() {
     // A proxy in front of TEI that answers in Cohere's shape, and the other way round.
-    let cohere_shaped = TestServer::start(|_, request| {
-        let passages: Vec<String> = request.strings("texts");
+    let cohere_shaped = Server::start(|request| {
+        let passages: Vec<String> = strings(request, "texts");
         let results: Vec<_> = scored(&passages)
             .iter()
             .map(|(i, s)| json!({"index": i, "relevance_score": s}))
             .collect();
-        Reply::json(200, json!({"results": results}))
+        Response::json(&json!({"results": results}))
     });
-    let scores = reranker(test_config(cohere_shaped.base_url()), RerankFlavor::Tei)
+    let scores = reranker(test_config(cohere_shaped.url()), RerankFlavor::Tei)
         .rerank("q", &PASSAGES)
         .unwrap();
     assert_eq!(scores, expected_scores(&PASSAGES));
 
-    let tei_shaped = TestServer::start(|_, request| {
-        let passages: Vec<String> = request.strings("documents");
-        Reply::json(
-            200,
-            json!(scored(&passages)
-                .iter()
-                .map(|(i, s)| json!({"index": i, "score": s}))
-                .collect::<Vec<_>>()),
-        )
+    let tei_shaped = Server::start(|request| {
+        let passages: Vec<String> = strings(request, "documents");
+        Response::json(&json!(scored(&passages)
+            .iter()
+            .map(|(i, s)| json!({"index": i, "score": s}))
+            .collect::<Vec<_>>()))
     });
-    let scores = reranker(test_config(tei_shaped.base_url()), RerankFlavor::Cohere)
+    let scores = reranker(test_config(tei_shaped.url()), RerankFlavor::Cohere)
         .rerank("q", &PASSAGES)
         .unwrap();
     assert_eq!(scores, expected_scores(&PASSAGES));
@@ -142,18 +137,18 @@ fn local_test_server_rerank_detects_the_response_shape() {
 
 #[test]
 fn local_test_server_rerank_batches_split() {
-    let server = TestServer::start(|_, request| cohere_reply(request));
+    let server = Server::start(cohere_reply);
     let config = RemoteConfig {
         batch_size: 2,
-        ..test_config(server.base_url())
+        ..test_config(server.url())
     };
     let passages = ["one", "three", "seventeen", "a", "twenty-two"];
 
     let scores = reranker(config, RerankFlavor::Cohere).rerank("q", &passages).unwrap();
 
     assert_eq!(scores, expected_scores(&passages));
-    let received = server.received();
-    let batches: Vec<Vec<String>> = received.iter().map(|r| r.strings("documents")).collect();
+    let received = server.requests();
+    let batches: Vec<Vec<String>> = received.iter().map(|r| strings(r, "documents")).collect();
     assert_eq!(
         batches,
         [vec!["one", "three"], vec!["seventeen", "a"], vec!["twenty-two"]]
@@ -164,33 +159,31 @@ fn local_test_server_rerank_batches_split() {
 
 #[test]
 fn local_test_server_rerank_retry_on_503_then_success() {
-    let server = TestServer::start(|number, request| match number {
-        0 => Reply::json(503, json!({"error": "Model is overloaded", "error_type": "Overloaded"})),
+    let server = Server::start(|request| match request.number {
+        0 => Response::json(&json!({"error": "Model is overloaded", "error_type": "Overloaded"})).with_status(503),
         _ => tei_reply(request),
     });
 
-    let scores = reranker(test_config(server.base_url()), RerankFlavor::Tei)
+    let scores = reranker(test_config(server.url()), RerankFlavor::Tei)
         .rerank("q", &PASSAGES)
         .unwrap();
 
     assert_eq!(scores, expected_scores(&PASSAGES));
-    assert_eq!(server.received().len(), 2);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
 fn local_test_server_rerank_tei_error_message_is_reported() {
-    let server = TestServer::start(|_, _| {
-        Reply::json(
-            413,
-            json!({"error": "batch size 64 > maximum allowed batch size 32", "error_type": "Validation"}),
-        )
+    let server = Server::start(|_| {
+        Response::json(&json!({"error": "batch size 64 > maximum allowed batch size 32", "error_type": "Validation"}))
+            .with_status(413)
     });
 
-    let err = reranker(test_config(server.base_url()), RerankFlavor::Tei)
+    let err = reranker(test_config(server.url()), RerankFlavor::Tei)
         .rerank("q", &PASSAGES)
         .unwrap_err();
 
-    assert_eq!(server.received().len(), 1, "413 is not retried");
+    assert_eq!(server.requests().len(), 1, "413 is not retried");
     let shown = err.to_string();
     assert!(
         shown.contains("maximum allowed batch size 32") && shown.contains("lower the batch size"),
@@ -200,9 +193,9 @@ fn local_test_server_rerank_tei_error_message_is_reported() {
 
 #[test]
 fn local_test_server_rerank_missing_result_is_an_error() {
-    let server = TestServer::start(|_, _| Reply::json(200, json!([{"index": 0, "score": 0.9}])));
+    let server = Server::start(|_| Response::json(&json!([{"index": 0, "score": 0.9}])));
 
-    let err = reranker(test_config(server.base_url()), RerankFlavor::Tei)
+    let err = reranker(test_config(server.url()), RerankFlavor::Tei)
         .rerank("q", &PASSAGES)
         .unwrap_err();
 

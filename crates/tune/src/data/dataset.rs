@@ -85,6 +85,14 @@ pub fn dedupe(rows: Vec<Row>) -> (Vec<Row>, Vec<Duplicate>) {
     (kept, duplicates)
 }
 
+/// [`checksum`] of rows in a canonical order (sorted by their normalized line), so that the same set of rows gives
+/// the same checksum whether it comes from the user's test file or the shuffled split the pipeline wrote.
+pub fn rows_checksum(rows: &[Row]) -> String {
+    let mut conversations: Vec<&Conversation> = rows.iter().map(|row| &row.conversation).collect();
+    conversations.sort_by_cached_key(|conversation| conversation.to_json_line());
+    checksum(conversations)
+}
+
 /// Options for [`check`].
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {

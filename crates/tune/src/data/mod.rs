@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - [`parse`]: shape detection and validation per line ([`parse_jsonl`]).
-//! - [`dataset`]: a file loaded, duplicates removed ([`Dataset`], [`check`]).
+//! - [`dataset`]: a file loaded, duplicates removed ([`Dataset`], [`check`]), the order-free [`rows_checksum`].
 //! - [`split`](mod@split): the seeded, stable split and the mixing of general data ([`split()`]).
 //! - [`encode`]: the chat template, tokenization, loss masks, truncation and padding ([`encode_rows`], [`pad_batch`]).
 //! - [`stats`](mod@stats): row and token-length statistics ([`stats()`]).
@@ -25,7 +25,7 @@ pub mod stats;
 use std::path::PathBuf;
 
 pub use conversation::{checksum, Conversation, Message, Role};
-pub use dataset::{check, CheckOptions, CheckReport, Dataset, Duplicate};
+pub use dataset::{check, rows_checksum, CheckOptions, CheckReport, Dataset, Duplicate};
 pub use encode::{
     chat_template, encode, encode_rows, pad_batch, plain_text, unpadded, Batch, EncodeOptions, EncodeReport, Encoded,
     Outcome, Render, RowFailure, Truncation, IGNORE_INDEX,

@@ -15,11 +15,12 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
 use knowhow_models::decoder::{Decoder, DecoderConfig};
-
-use crate::data::{self, Conversation, Message, Row, Shape};
-use crate::pipeline::{batch_loss_sum, make_batches, Base, TuneError};
-use crate::schedule::Warmup;
-use crate::train::{self, TrainConfig};
+use knowhow_tune::base::Base;
+use knowhow_tune::batch::{batch_loss_sum, make_batches};
+use knowhow_tune::data::{self, Conversation, Message, Row, Shape};
+use knowhow_tune::error::TuneError;
+use knowhow_tune::schedule::Warmup;
+use knowhow_tune::train::{self, TrainConfig};
 
 const SPECIALS: [&str; 4] = ["<unk>", "<pad>", "<s>", "</s>"];
 
