@@ -1,5 +1,6 @@
 //! Shared vocabulary of knowhow: the normalized [`Document`] every loader
-//! produces, the [`Chunk`] the chunker cuts from it, and the [`CollectionRef`]
+//! produces, the [`Chunk`] the chunker cuts from it (named by its
+//! [`ChunkId`], placed by its [`ChunkLocation`]), and the [`CollectionRef`]
 //! that names where both live. Every other crate depends on this one and on
 //! nothing else of the workspace below it.
 
@@ -100,24 +101,65 @@ pub struct Page {
     pub end: usize,
 }
 
-/// A piece of a document small enough to embed and to show as a source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
+/// Which chunk: the document it was cut from and its position there.
+///
+/// The one key of a chunk everywhere: in the store, the derived indexes,
+/// retrieval results and answers. `ordinal` is 0-based: the document's first
+/// chunk is 0, the next 1, in text order. Ordering is by document id, then
+/// ordinal, so sorted ids list each document's chunks in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId {
     pub document_id: String,
     /// 0-based position of the chunk in its document.
     pub ordinal: u32,
-    pub text: String,
+}
+
+impl ChunkId {
+    pub fn new(document_id: impl Into<String>, ordinal: u32) -> ChunkId {
+        ChunkId {
+            document_id: document_id.into(),
+            ordinal,
+        }
+    }
+}
+
+/// `DOCUMENT#ORDINAL`, e.g. `3f2a9c#0` for a document's first chunk.
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.document_id, self.ordinal)
+    }
+}
+
+/// Where a chunk lies in its document: the section and pages it belongs to,
+/// and its exact span of the document text. Shared by the chunker's
+/// [`Chunk`] and everything that shows or cites a chunk later, so a chunk's
+/// position is described one way everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLocation {
     /// Heading path of the section the chunk starts in; empty when none.
     pub heading_path: Vec<String>,
     /// First and last page the chunk touches, for paged documents.
     pub pages: Option<(u32, u32)>,
-    /// Byte span of `text` in the document text.
+    /// Byte span of the chunk's text in the document text.
     pub start: usize,
     pub end: usize,
     /// The same span counted in Unicode scalar values, for callers that index
     /// strings by character (Python, JavaScript).
     pub char_start: usize,
     pub char_end: usize,
+}
+
+/// A piece of a document small enough to embed and to show as a source.
+///
+/// Serialized flat (`document_id`, `ordinal`, `text`, `heading_path`, ...,
+/// `tokens`): `id` and `location` are only groupings in Rust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    #[serde(flatten)]
+    pub id: ChunkId,
+    pub text: String,
+    #[serde(flatten)]
+    pub location: ChunkLocation,
     /// Size of the chunk as the chunker's token counter measured it.
     pub tokens: u32,
 }
@@ -209,5 +251,33 @@ mod tests {
         assert_ne!(base.hash, doc("t", "body", "j").hash);
         // Length-prefixing keeps title/text boundaries apart.
         assert_ne!(doc("ab", "c", "k").hash, doc("a", "bc", "k").hash);
+    }
+
+    #[test]
+    fn chunks_serialize_flat_and_ids_sort_by_document_then_ordinal() {
+        let chunk = Chunk {
+            id: ChunkId::new("doc", 2),
+            text: "Some text.".into(),
+            location: ChunkLocation {
+                heading_path: vec!["Intro".into()],
+                pages: Some((1, 2)),
+                start: 4,
+                end: 14,
+                char_start: 3,
+                char_end: 13,
+            },
+            tokens: 3,
+        };
+        let json = serde_json::to_string(&chunk).unwrap();
+        assert_eq!(
+            json,
+            r#"{"document_id":"doc","ordinal":2,"text":"Some text.","heading_path":["Intro"],"pages":[1,2],"start":4,"end":14,"char_start":3,"char_end":13,"tokens":3}"#
+        );
+        assert_eq!(serde_json::from_str::<Chunk>(&json).unwrap(), chunk);
+        assert_eq!(chunk.id.to_string(), "doc#2");
+
+        let mut ids = [ChunkId::new("b", 0), ChunkId::new("a", 10), ChunkId::new("a", 9)];
+        ids.sort();
+        assert_eq!(ids, [ChunkId::new("a", 9), ChunkId::new("a", 10), ChunkId::new("b", 0)]);
     }
 }

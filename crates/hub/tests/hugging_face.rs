@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{cache_entries, options, sha256, Reply, TestServer};
+use common::{assert_nothing_cached, options, serve, sha256, targets};
 use knowhow_hub::{list_hf_cache, resolve, sha256_file, Error, Source};
+use knowhow_testkit::http::{Response, Server};
 use serde_json::json;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -27,7 +28,7 @@ fn repo() -> Repo {
 }
 
 /// A Hub with `test-org/tiny-bert`; the API lists `weights_sha` as the LFS hash of model.safetensors.
-fn hub(repo: &Repo, weights_sha: &str, with_safetensors: bool) -> TestServer {
+fn hub(repo: &Repo, weights_sha: &str, with_safetensors: bool) -> Server {
     let mut siblings = vec![
         json!({"rfilename": "config.json", "size": repo.config.len()}),
         json!({"rfilename": "tokenizer.json", "size": repo.tokenizer.len()}),
@@ -47,15 +48,15 @@ fn hub(repo: &Repo, weights_sha: &str, with_safetensors: bool) -> TestServer {
         ("pytorch_model.bin", b"torch".to_vec()),
         ("README.md", b"# x".to_vec()),
     ];
-    TestServer::start(move |_| {
+    serve(move |_| {
         let mut routes = HashMap::from([(
             "/api/models/test-org/tiny-bert/revision/main?blobs=true".to_string(),
-            Reply::json(&info),
+            Response::json(&info),
         )]);
         for (name, bytes) in files {
             routes.insert(
                 format!("/test-org/tiny-bert/resolve/{COMMIT}/{name}"),
-                Reply::ok("application/octet-stream", bytes),
+                Response::ok("application/octet-stream", bytes),
             );
         }
         routes
@@ -80,7 +81,7 @@ fn local_test_server_hub_download_takes_only_encoder_files_from_one_commit_then_
     let server = hub(&repo, &sha256(&repo.weights), true);
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.hf_endpoint = format!("{}/", server.url);
+    options.hf_endpoint = format!("{}/", server.url());
     options.hf_token = Some("hf_secret".to_string());
     options.allow_download = true;
 
@@ -96,7 +97,7 @@ fn local_test_server_hub_download_takes_only_encoder_files_from_one_commit_then_
     assert_eq!(std::fs::read(found.dir.join("tokenizer.json")).unwrap(), repo.tokenizer);
     assert!(!found.dir.join("pytorch_model.bin").exists());
 
-    let targets = server.targets();
+    let targets = targets(&server);
     assert!(
         !targets
             .iter()
@@ -104,7 +105,7 @@ fn local_test_server_hub_download_takes_only_encoder_files_from_one_commit_then_
         "{targets:?}"
     );
     assert_eq!(targets.len(), 4, "{targets:?}");
-    for request in server.received() {
+    for request in server.requests() {
         assert_eq!(
             request.headers.get("authorization").map(String::as_str),
             Some("Bearer hf_secret")
@@ -114,7 +115,7 @@ fn local_test_server_hub_download_takes_only_encoder_files_from_one_commit_then_
         serde_json::from_slice(&std::fs::read(found.dir.join("knowhow-manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["source"], "hub");
     assert_eq!(manifest["revision"], COMMIT);
-    assert_eq!(manifest["origin"], format!("{}/test-org/tiny-bert", server.url));
+    assert_eq!(manifest["origin"], format!("{}/test-org/tiny-bert", server.url()));
 
     drop(server);
     options.allow_download = false;
@@ -134,15 +135,11 @@ fn local_test_server_hub_file_with_another_sha256_than_listed_is_refused_and_not
     let server = hub(&repo, &sha256(b"what the Hub claims"), true);
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.hf_endpoint = server.url.clone();
+    options.hf_endpoint = server.url().to_string();
     options.allow_download = true;
     let err = resolve("test-org/tiny-bert", &options).unwrap_err();
     assert!(matches!(err, Error::Checksum { .. }), "{err}");
-    assert!(
-        cache_entries(home.path()).is_empty(),
-        "{:?}",
-        cache_entries(home.path())
-    );
+    assert_nothing_cached(home.path());
 }
 
 #[test]
@@ -151,14 +148,14 @@ fn local_test_server_hub_repository_without_safetensors_is_reported_not_download
     let server = hub(&repo, &sha256(&repo.weights), false);
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.hf_endpoint = server.url.clone();
+    options.hf_endpoint = server.url().to_string();
     options.allow_download = true;
     let err = resolve("test-org/tiny-bert", &options).unwrap_err();
     assert!(
         outcome_at(&err, "Hugging Face Hub").contains("no model.safetensors"),
         "{err}"
     );
-    assert_eq!(server.targets().len(), 1);
+    assert_eq!(targets(&server).len(), 1);
     let err = resolve("test-org/absent", &options).unwrap_err();
     assert!(outcome_at(&err, "Hugging Face Hub").contains("HTTP 404"), "{err}");
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{closed_url, options, TestServer};
+use common::{closed_url, options, serve, targets};
 use knowhow_hub::{download, resolve, Attempt, Error, Remote};
 
 /// Well above the 1.8 s connect budget of `common::options`, well below the 10 s a single host would take
@@ -140,11 +140,11 @@ fn offline_unknown_host_fails_fast() {
 
 #[test]
 fn local_test_server_gets_no_request_when_offline_or_when_downloads_are_not_allowed() {
-    let server = TestServer::start(|_| HashMap::new());
+    let server = serve(|_| HashMap::new());
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.hf_endpoint = server.url.clone();
-    options.index_url = format!("{}/simple", server.url);
+    options.hf_endpoint = server.url().to_string();
+    options.index_url = format!("{}/simple", server.url());
 
     let err = resolve("all-MiniLM-L6-v2", &options).unwrap_err();
     let Error::NotFound {
@@ -183,5 +183,5 @@ fn local_test_server_gets_no_request_when_offline_or_when_downloads_are_not_allo
     let err = download("all-MiniLM-L6-v2", Remote::Hub, &options).unwrap_err();
     assert!(matches!(err, Error::Offline { .. }), "{err}");
 
-    assert!(server.targets().is_empty(), "requests made: {:?}", server.targets());
+    assert!(targets(&server).is_empty(), "requests made: {:?}", targets(&server));
 }

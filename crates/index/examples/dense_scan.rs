@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use knowhow_core::{Chunk, CollectionRef, Document, Metadata};
+use knowhow_core::{Chunk, ChunkId, ChunkLocation, CollectionRef, Document, Metadata};
 use knowhow_index::{DocumentUpdate, Filter, Home, ModelPin, SourceRecord, SourceUpdate};
 
 const CHUNKS_PER_DOCUMENT: usize = 50;
@@ -90,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let naive_ms = started.elapsed().as_secs_f64() * 1e3 / queries as f64;
 
     for (hits, naive) in found.iter().zip(&naive_rows) {
-        let rows_found: Vec<usize> = hits.iter().map(|h| chunk_row(&h.document_id, h.ordinal)).collect();
+        let rows_found: Vec<usize> = hits.iter().map(|h| chunk_row(&h.id)).collect();
         assert_eq!(&rows_found, naive, "the scan and the naive loop disagree");
     }
     let gigabytes = (rows * dimension * 4) as f64 / 1e9;
@@ -134,15 +134,15 @@ fn document_update(d: usize, rows: usize, dimension: usize, matrix: &[f32]) -> D
         .zip(0u32..)
         .map(|(t, ordinal)| {
             let chunk = Chunk {
-                document_id: id.clone(),
-                ordinal,
+                id: ChunkId::new(&id, ordinal),
                 text: t.clone(),
-                heading_path: Vec::new(),
-                pages: None,
-                start,
-                end: start + t.len(),
-                char_start: start,
-                char_end: start + t.len(),
+                location: ChunkLocation {
+                    start,
+                    end: start + t.len(),
+                    char_start: start,
+                    char_end: start + t.len(),
+                    ..ChunkLocation::default()
+                },
                 tokens: 2,
             };
             start += t.len() + 1;
@@ -159,9 +159,9 @@ fn document_update(d: usize, rows: usize, dimension: usize, matrix: &[f32]) -> D
     }
 }
 
-fn chunk_row(document_id: &str, ordinal: u32) -> usize {
-    let d: usize = document_id["doc".len()..].parse().expect("a benchmark document id");
-    d * CHUNKS_PER_DOCUMENT + ordinal as usize
+fn chunk_row(id: &ChunkId) -> usize {
+    let d: usize = id.document_id["doc".len()..].parse().expect("a benchmark document id");
+    d * CHUNKS_PER_DOCUMENT + id.ordinal as usize
 }
 
 /// What one writes first: a dot product per row, every score sorted.

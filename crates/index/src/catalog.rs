@@ -109,7 +109,8 @@ impl Catalog {
                 ));
             }
             for (i, chunk) in chunks.iter().enumerate() {
-                if chunk.ordinal as usize != i || doc.text.get(chunk.start..chunk.end) != Some(chunk.text.as_str()) {
+                let span = chunk.location.start..chunk.location.end;
+                if chunk.id.ordinal as usize != i || doc.text.get(span) != Some(chunk.text.as_str()) {
                     report
                         .problems
                         .push(format!("document {} chunk {} does not match its text span", doc.id, i));
@@ -168,7 +169,7 @@ fn check_vectors(id: &str, chunks: &[Chunk], stored: &[(u32, Vec<f32>)], pin: Op
             )]
         };
     };
-    let ordinals: Vec<u32> = chunks.iter().map(|c| c.ordinal).collect();
+    let ordinals: Vec<u32> = chunks.iter().map(|c| c.id.ordinal).collect();
     let vector_ordinals: Vec<u32> = stored.iter().map(|(o, _)| *o).collect();
     let mut problems = Vec::new();
     if ordinals != vector_ordinals {

@@ -12,7 +12,7 @@
 //! - `analyzer`: the English analyzer, and queries from its terms
 //! - `rank`: BM25 term at a time, ids and scores only
 //! - `snippets`: display hits with snippets
-//! - `lookups`: chunks by (document id, ordinal)
+//! - `lookups`: chunks by [`ChunkId`](knowhow_core::ChunkId)
 //! - `keys`: the per-generation cache of every chunk's key those two use
 
 mod analyzer;
@@ -41,7 +41,7 @@ pub use snippets::{Hit, Snippet};
 
 use analyzer::ANALYZER;
 use keys::ChunkKeys;
-use schema::{schema, Fields};
+use schema::{schema, Fields, HEADING_SEPARATOR};
 
 /// One collection's tantivy index: written through an [`IndexWriter`] the
 /// [`crate::Writer`] holds, read through a manually reloaded reader, so a
@@ -53,8 +53,7 @@ pub(crate) struct LexicalIndex {
     fields: Fields,
     reader: IndexReader,
     analyzer: TextAnalyzer,
-    /// Per segment of the current searcher, the (document id, ordinal) of
-    /// every chunk, built on the first `rank` call: ranking then reads no
+    /// Per segment of the current searcher, the id of every chunk, built on the first `rank` call: ranking then reads no
     /// stored fields or dictionaries per hit.
     chunk_keys: Mutex<Option<Arc<ChunkKeys>>>,
 }
@@ -135,19 +134,20 @@ impl LexicalIndex {
         let f = self.fields;
         for chunk in chunks {
             let mut d = TantivyDocument::new();
+            let location = &chunk.location;
             d.add_text(f.doc_id, &doc.id);
-            d.add_u64(f.ordinal, u64::from(chunk.ordinal));
+            d.add_u64(f.ordinal, u64::from(chunk.id.ordinal));
             d.add_text(f.title, &doc.title);
             d.add_text(f.source, &doc.source);
-            d.add_text(f.heading, chunk.heading_path.join("\u{1f}"));
-            if let Some((first, last)) = chunk.pages {
+            d.add_text(f.heading, location.heading_path.join(HEADING_SEPARATOR));
+            if let Some((first, last)) = location.pages {
                 d.add_text(f.pages, format!("{first}-{last}"));
             }
             d.add_text(f.text, &chunk.text);
-            d.add_u64(f.start, chunk.start as u64);
-            d.add_u64(f.end, chunk.end as u64);
-            d.add_u64(f.char_start, chunk.char_start as u64);
-            d.add_u64(f.char_end, chunk.char_end as u64);
+            d.add_u64(f.start, location.start as u64);
+            d.add_u64(f.end, location.end as u64);
+            d.add_u64(f.char_start, location.char_start as u64);
+            d.add_u64(f.char_end, location.char_end as u64);
             writer.add_document(d)?;
         }
         Ok(())
@@ -168,7 +168,7 @@ impl LexicalIndex {
         let mut counts = BTreeMap::new();
         for (segment, keys) in searcher.segment_readers().iter().zip(self.read_chunk_keys(&searcher)?) {
             for doc in segment.doc_ids_alive() {
-                *counts.entry(keys[doc as usize].0.to_string()).or_insert(0) += 1;
+                *counts.entry(keys[doc as usize].document_id.to_string()).or_insert(0) += 1;
             }
         }
         Ok(counts)

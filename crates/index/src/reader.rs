@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use knowhow_core::CollectionRef;
+use knowhow_core::{ChunkId, CollectionRef};
 
 use crate::lexical::LexicalIndex;
 use crate::vectors::{self, VectorSnapshot};
@@ -58,23 +58,23 @@ impl Reader {
         self.lexical.hits(query, chunks)
     }
 
-    /// The text of each (document id, ordinal) chunk; `None` where the
-    /// chunk is not in the collection (removed since it was ranked).
-    pub fn chunk_texts(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<String>>, Error> {
+    /// The text of each chunk; `None` where the chunk is not in the
+    /// collection (removed since it was ranked).
+    pub fn chunk_texts(&self, chunks: &[ChunkId]) -> Result<Vec<Option<String>>, Error> {
         self.lexical.chunk_texts(chunks)
     }
 
-    /// The full record of each (document id, ordinal) chunk: document title
-    /// and source, heading path, pages, byte and character span, text. `None`
-    /// where the chunk is not in the collection. Reads only the lexical
-    /// index, so it works while an ingest holds the store.
-    pub fn chunks(&self, chunks: &[(String, u32)]) -> Result<Vec<Option<SourceChunk>>, Error> {
+    /// The full record of each chunk: document title and source, heading
+    /// path, pages, byte and character span, text. `None` where the chunk is
+    /// not in the collection. Reads only the lexical index, so it works while
+    /// an ingest holds the store.
+    pub fn chunks(&self, chunks: &[ChunkId]) -> Result<Vec<Option<SourceChunk>>, Error> {
         self.lexical.chunks(chunks)
     }
 
-    /// (document id, ordinal) of every chunk in the collection, sorted: a
-    /// document's chunks in order.
-    pub fn chunk_ids(&self) -> Result<Vec<(String, u32)>, Error> {
+    /// The id of every chunk in the collection, sorted: a document's chunks
+    /// in order.
+    pub fn chunk_ids(&self) -> Result<Vec<ChunkId>, Error> {
         self.lexical.chunk_ids()
     }
 

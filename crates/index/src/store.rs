@@ -18,7 +18,7 @@
 //! A document, all its chunks and all their vectors are written in one
 //! transaction, so no reader can ever see half a document.
 
-use knowhow_core::{Chunk, Document};
+use knowhow_core::{Chunk, ChunkId, Document};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,12 @@ pub struct SourceRecord {
     /// re-processes the file.
     pub settings: String,
     pub document_ids: Vec<String>,
+}
+
+/// The key of a chunk in the chunk and vector tables: a [`ChunkId`] as a
+/// tuple, which redb orders (and ranges over) by document id, then ordinal.
+fn key(id: &ChunkId) -> (&str, u32) {
+    (&id.document_id, id.ordinal)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -269,13 +275,13 @@ impl Batch {
         {
             let mut table = self.txn.open_table(CHUNKS)?;
             for chunk in chunks {
-                table.insert((id, chunk.ordinal), encode(chunk).as_slice())?;
+                table.insert((id, chunk.id.ordinal), encode(chunk).as_slice())?;
             }
         }
         if let Some(vectors) = vectors {
             let mut table = self.txn.open_table(VECTORS)?;
             for (chunk, vector) in chunks.iter().zip(vectors) {
-                table.insert((id, chunk.ordinal), encode_vector(vector).as_slice())?;
+                table.insert((id, chunk.id.ordinal), encode_vector(vector).as_slice())?;
             }
         }
         self.txn.open_table(DOCUMENTS)?.insert(id, encode(stored).as_slice())?;
@@ -322,18 +328,18 @@ impl Batch {
     }
 
     /// The stored text of a chunk, if it exists.
-    pub(crate) fn chunk_text(&self, id: &str, ordinal: u32) -> Result<Option<String>, Error> {
+    pub(crate) fn chunk_text(&self, id: &ChunkId) -> Result<Option<String>, Error> {
         let chunks = self.txn.open_table(CHUNKS)?;
-        let chunk = chunks.get((id, ordinal))?;
+        let chunk = chunks.get(key(id))?;
         chunk
             .map(|v| decode::<Chunk>(v.value(), "chunk").map(|c| c.text))
             .transpose()
     }
 
-    pub(crate) fn stage_vector(&mut self, id: &str, ordinal: u32, vector: &[f32]) -> Result<(), Error> {
+    pub(crate) fn stage_vector(&mut self, id: &ChunkId, vector: &[f32]) -> Result<(), Error> {
         self.txn
             .open_table(REEMBED_VECTORS)?
-            .insert((id, ordinal), encode_vector(vector).as_slice())?;
+            .insert(key(id), encode_vector(vector).as_slice())?;
         Ok(())
     }
 
@@ -383,7 +389,7 @@ impl Batch {
 /// scan reached the last chunk.
 pub(crate) fn unstaged_chunks(
     db: &impl ReadableDatabase,
-    after: Option<(&str, u32)>,
+    after: Option<&ChunkId>,
     limit: usize,
 ) -> Result<(Vec<Chunk>, bool), Error> {
     use std::ops::Bound;
@@ -391,7 +397,7 @@ pub(crate) fn unstaged_chunks(
     let chunks = txn.open_table(CHUNKS)?;
     let staged = txn.open_table(REEMBED_VECTORS)?;
     let range = match after {
-        Some(key) => chunks.range::<(&str, u32)>((Bound::Excluded(key), Bound::Unbounded))?,
+        Some(id) => chunks.range::<(&str, u32)>((Bound::Excluded(key(id)), Bound::Unbounded))?,
         None => chunks.range::<(&str, u32)>(..)?,
     };
     let mut out = Vec::new();

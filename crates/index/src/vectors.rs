@@ -13,7 +13,7 @@ mod scan;
 
 use std::fmt;
 
-use knowhow_core::Metadata;
+use knowhow_core::{ChunkId, Metadata};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ScoredChunk};
@@ -215,8 +215,7 @@ pub(crate) fn search(snapshot: &VectorSnapshot, query: &[f32], k: usize, filter:
         .map(|c| {
             let doc = &snapshot.docs[c.doc];
             ScoredChunk {
-                document_id: doc.id.clone(),
-                ordinal: doc.ordinals[c.row - doc.first_row as usize],
+                id: ChunkId::new(doc.id.clone(), doc.ordinals[c.row - doc.first_row as usize]),
                 score: c.score,
             }
         })

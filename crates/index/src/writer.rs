@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use knowhow_core::{Chunk, CollectionRef, Document};
+use knowhow_core::{Chunk, ChunkId, CollectionRef, Document};
 use redb::ReadableDatabase;
 use tantivy::IndexWriter;
 
@@ -85,7 +85,7 @@ pub struct Writer {
     /// each index commit writes and fsyncs files of its own.
     commit_every: Duration,
     /// Where [`Writer::reembed_todo`] goes on from.
-    reembed_cursor: Option<(String, u32)>,
+    reembed_cursor: Option<ChunkId>,
 }
 
 /// What [`Writer::write_document`] did with one document.
@@ -279,7 +279,7 @@ impl Writer {
                 self.lexical
                     .add_document(&self.index_writer, &update.document, &update.chunks)?;
                 if let Some(vectors) = &update.vectors {
-                    let ordinals = update.chunks.iter().map(|c| c.ordinal).collect();
+                    let ordinals = update.chunks.iter().map(|c| c.id.ordinal).collect();
                     self.vectors.put(id, &update.document.metadata, ordinals, vectors)?;
                 }
             }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::{chunk_vector, collection, metadata, pin, source_update, unit_vector, update, DIMENSION};
+use knowhow_core::ChunkId;
 use knowhow_index::{Error, Filter, Home, ScoredChunk, Writer};
 use serde_json::json;
 
@@ -35,8 +36,8 @@ fn pinned_writer(home: &Home) -> Writer {
 }
 
 /// Writes `docs` documents `d0..` with 1 to 4 chunks each, at `version`,
-/// two per source; returns (id, ordinal) → vector of everything written.
-fn ingest(writer: &mut Writer, docs: u32, version: u32) -> HashMap<(String, u32), Vec<f32>> {
+/// two per source; returns chunk id → vector of everything written.
+fn ingest(writer: &mut Writer, docs: u32, version: u32) -> HashMap<ChunkId, Vec<f32>> {
     let mut expected = HashMap::new();
     let mut updates = Vec::new();
     for pair in 0..docs.div_ceil(2) {
@@ -46,7 +47,7 @@ fn ingest(writer: &mut Writer, docs: u32, version: u32) -> HashMap<(String, u32)
             let lang = if id % 3 == 0 { "fr" } else { "en" };
             let chunks = 1 + id % 4;
             for o in 0..chunks {
-                expected.insert((name.clone(), o), chunk_vector(&name, version, o, MODEL));
+                expected.insert(ChunkId::new(&name, o), chunk_vector(&name, version, o, MODEL));
             }
             documents.push(update(
                 &name,
@@ -63,8 +64,8 @@ fn ingest(writer: &mut Writer, docs: u32, version: u32) -> HashMap<(String, u32)
     expected
 }
 
-fn brute_force(vectors: &HashMap<(String, u32), Vec<f32>>, query: &[f32], k: usize) -> Vec<(String, u32)> {
-    let mut scored: Vec<((String, u32), f32)> = vectors
+fn brute_force(vectors: &HashMap<ChunkId, Vec<f32>>, query: &[f32], k: usize) -> Vec<ChunkId> {
+    let mut scored: Vec<(ChunkId, f32)> = vectors
         .iter()
         .map(|(key, v)| (key.clone(), v.iter().zip(query).map(|(a, b)| a * b).sum()))
         .collect();
@@ -72,8 +73,8 @@ fn brute_force(vectors: &HashMap<(String, u32), Vec<f32>>, query: &[f32], k: usi
     scored.into_iter().take(k).map(|(key, _)| key).collect()
 }
 
-fn keys(hits: &[ScoredChunk]) -> Vec<(String, u32)> {
-    hits.iter().map(|h| (h.document_id.clone(), h.ordinal)).collect()
+fn keys(hits: &[ScoredChunk]) -> Vec<ChunkId> {
+    hits.iter().map(|h| h.id.clone()).collect()
 }
 
 fn assert_consistent(home: &Home) {
@@ -97,24 +98,24 @@ fn dense_top_k_equals_brute_force_and_scores_are_inner_products() {
         let hits = reader.dense(&query, 10, None).expect("dense");
         assert_eq!(keys(&hits), brute_force(&expected, &query, 10));
         for hit in &hits {
-            let v = &expected[&(hit.document_id.clone(), hit.ordinal)];
+            let v = &expected[&hit.id];
             let dot: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
             assert!((hit.score - dot).abs() < 1e-5);
         }
     }
     // Every chunk's own vector finds that chunk first, with score 1.
-    for ((id, ordinal), v) in expected.iter().take(20) {
+    for (id, v) in expected.iter().take(20) {
         let top = &reader.dense(v, 1, None).expect("dense")[0];
-        assert_eq!((&top.document_id, top.ordinal), (id, *ordinal));
+        assert_eq!(&top.id, id);
         assert!((top.score - 1.0).abs() < 1e-5);
     }
     assert!(reader
-        .dense(&expected[&("d0".into(), 0)], 0, None)
+        .dense(&expected[&ChunkId::new("d0", 0)], 0, None)
         .expect("dense")
         .is_empty());
     assert_eq!(
         reader
-            .dense(&expected[&("d0".into(), 0)], 1000, None)
+            .dense(&expected[&ChunkId::new("d0", 0)], 1000, None)
             .expect("dense")
             .len(),
         expected.len()
@@ -129,9 +130,9 @@ fn a_metadata_filter_keeps_only_matching_documents() {
     let expected = ingest(&mut writer, 40, 1);
     writer.finish().expect("finish");
     let reader = home.open_reader(&collection()).expect("reader");
-    let french: HashMap<(String, u32), Vec<f32>> = expected
+    let french: HashMap<ChunkId, Vec<f32>> = expected
         .iter()
-        .filter(|((id, _), _)| id[1..].parse::<u32>().expect("numeric id") % 3 == 0)
+        .filter(|(id, _)| id.document_id[1..].parse::<u32>().expect("numeric id") % 3 == 0)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let filter = Filter {
@@ -144,7 +145,7 @@ fn a_metadata_filter_keeps_only_matching_documents() {
         metadata: vec![("lang".into(), "fr".into()), ("id".into(), "9".into())],
     };
     let hits = reader.dense(&query, 50, Some(&one)).expect("dense");
-    assert!(!hits.is_empty() && hits.iter().all(|h| h.document_id == "d9"));
+    assert!(!hits.is_empty() && hits.iter().all(|h| h.id.document_id == "d9"));
     let none = Filter {
         metadata: vec![("lang".into(), "de".into())],
     };
@@ -177,7 +178,7 @@ fn replaced_and_removed_documents_leave_the_scan_and_compaction_reclaims_their_r
     }
     let removed = writer.remove_sources(&["s0".to_string()]).expect("remove");
     assert_eq!(removed, 2);
-    expected.retain(|(id, _), _| id != "d0" && id != "d1");
+    expected.retain(|id, _| id.document_id != "d0" && id.document_id != "d1");
     writer.finish().expect("finish");
 
     let files = generation_files(&vectors_dir(&home));
@@ -210,7 +211,7 @@ fn replaced_and_removed_documents_leave_the_scan_and_compaction_reclaims_their_r
         .dense(&gone, 100, None)
         .expect("dense")
         .iter()
-        .all(|h| h.document_id != "d0"));
+        .all(|h| h.id.document_id != "d0"));
     assert_consistent(&home);
 }
 
@@ -475,7 +476,7 @@ fn a_reembed_interrupted_midway_keeps_the_old_model_and_a_rerun_finishes() {
     let todo = writer.reembed_todo(total as usize / 2).expect("todo");
     let vectors: Vec<Vec<f32>> = todo
         .iter()
-        .map(|c| chunk_vector(&c.document_id, common::version_of(&c.text), c.ordinal, "model-b"))
+        .map(|c| chunk_vector(&c.id.document_id, common::version_of(&c.text), c.id.ordinal, "model-b"))
         .collect();
     assert_eq!(writer.stage_vectors(&todo, &vectors).expect("stage"), todo.len());
     let error = writer.finish_reembed().expect_err("incomplete");
@@ -514,7 +515,7 @@ fn a_reembed_interrupted_midway_keeps_the_old_model_and_a_rerun_finishes() {
         }
         let vectors: Vec<Vec<f32>> = todo
             .iter()
-            .map(|c| chunk_vector(&c.document_id, common::version_of(&c.text), c.ordinal, "model-b"))
+            .map(|c| chunk_vector(&c.id.document_id, common::version_of(&c.text), c.id.ordinal, "model-b"))
             .collect();
         embedded += writer.stage_vectors(&todo, &vectors).expect("stage");
     }
@@ -532,7 +533,7 @@ fn a_reembed_interrupted_midway_keeps_the_old_model_and_a_rerun_finishes() {
             let top = &reader
                 .dense(&chunk_vector(id, version, o, "model-b"), 1, None)
                 .expect("dense")[0];
-            assert_eq!((top.document_id.as_str(), top.ordinal), (id, o));
+            assert_eq!(top.id, ChunkId::new(id, o));
             assert!((top.score - 1.0).abs() < 1e-5);
         }
     }
@@ -558,7 +559,7 @@ fn a_reembed_gives_an_unembedded_collection_its_first_model() {
     assert_eq!(todo.len(), 5);
     let vectors: Vec<Vec<f32>> = todo
         .iter()
-        .map(|c| chunk_vector(&c.document_id, 1, c.ordinal, MODEL))
+        .map(|c| chunk_vector(&c.id.document_id, 1, c.id.ordinal, MODEL))
         .collect();
     let mut wrong = vectors.clone();
     wrong[2].push(0.0);
@@ -572,7 +573,7 @@ fn a_reembed_gives_an_unembedded_collection_its_first_model() {
     writer.finish().expect("finish");
     let reader = home.open_reader(&collection()).expect("reader");
     let top = &reader.dense(&chunk_vector("a", 1, 2, MODEL), 1, None).expect("dense")[0];
-    assert_eq!((top.document_id.as_str(), top.ordinal), ("a", 2));
+    assert_eq!(top.id, ChunkId::new("a", 2));
     assert_consistent(&home);
 }
 
@@ -596,6 +597,6 @@ fn an_unchanged_document_needs_no_vectors_again() {
     writer.finish().expect("finish");
     let reader = home.open_reader(&collection()).expect("reader");
     let top = &reader.dense(&chunk_vector("d", 1, 2, MODEL), 1, None).expect("dense")[0];
-    assert_eq!((top.document_id.as_str(), top.ordinal), ("d", 2));
+    assert_eq!(top.id, ChunkId::new("d", 2));
     assert_consistent(&home);
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{chunk_vector, collection, metadata, pin, source_update, update, version_of, DIMENSION};
+use knowhow_core::ChunkId;
 use knowhow_index::Home;
 
 const HOME_ENV: &str = "KNOWHOW_VECTORS_CRASH_HOME";
@@ -183,14 +184,14 @@ fn verify(home: &Path, acked: &HashMap<u32, u32>, newest_started: u32) {
             assert_eq!(vectors.len() as u32, *chunk_count, "{id} has all its vectors");
             for (chunk, (ordinal, vector)) in chunks.iter().zip(&vectors) {
                 assert_eq!(version_of(&chunk.text), version, "{id} is one version throughout");
-                assert_eq!(chunk.ordinal, *ordinal);
+                assert_eq!(chunk.id.ordinal, *ordinal);
                 assert_eq!(
                     *vector,
                     chunk_vector(id, version, *ordinal, MODEL),
                     "{id} chunk {ordinal}"
                 );
                 let top = &reader.dense(vector, 1, None).expect("dense")[0];
-                assert_eq!((top.document_id.as_str(), top.ordinal), (id.as_str(), *ordinal));
+                assert_eq!(top.id, ChunkId::new(id, *ordinal));
                 assert!((top.score - 1.0).abs() < 1e-5);
             }
             documents += 1;

@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use knowhow_core::{Chunk, Document};
+use knowhow_core::{Chunk, ChunkId, ChunkLocation, Document};
 use unicode_segmentation::UnicodeSegmentation;
 
 /// Chunk size limits, in tokens.
@@ -114,15 +114,16 @@ pub fn chunk_document(doc: &Document, options: ChunkOptions, count_tokens: &dyn 
         for span in spans {
             let text = &doc.text[span.clone()];
             chunks.push(Chunk {
-                document_id: doc.id.clone(),
-                ordinal: chunks.len() as u32,
+                id: ChunkId::new(doc.id.clone(), chunks.len() as u32),
                 text: text.to_string(),
-                heading_path: heading_path_at(doc, span.start),
-                pages: page_range(doc, &span),
-                char_start: chars.at(span.start),
-                char_end: chars.at(span.end),
-                start: span.start,
-                end: span.end,
+                location: ChunkLocation {
+                    heading_path: heading_path_at(doc, span.start),
+                    pages: page_range(doc, &span),
+                    char_start: chars.at(span.start),
+                    char_end: chars.at(span.end),
+                    start: span.start,
+                    end: span.end,
+                },
                 tokens: count_tokens(text) as u32,
             });
         }
@@ -429,10 +430,10 @@ mod tests {
         let chunks = chunk_document(&doc(text, vec![], vec![]), ChunkOptions::default(), &estimate_tokens);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].text, "Déjà vu. Second sentence.");
-        assert_eq!((chunks[0].start, chunks[0].char_start), (2, 2));
+        assert_eq!((chunks[0].location.start, chunks[0].location.char_start), (2, 2));
         assert_eq!(
-            chunks[0].char_end,
-            chunks[0].char_start + chunks[0].text.chars().count()
+            chunks[0].location.char_end,
+            chunks[0].location.char_start + chunks[0].text.chars().count()
         );
     }
 
@@ -456,7 +457,7 @@ mod tests {
         let chunks = chunk_document(&doc(text, sections, vec![]), ChunkOptions::default(), &estimate_tokens);
         let got: Vec<(&str, Vec<String>)> = chunks
             .iter()
-            .map(|c| (c.text.as_str(), c.heading_path.clone()))
+            .map(|c| (c.text.as_str(), c.location.heading_path.clone()))
             .collect();
         assert_eq!(
             got,
@@ -501,10 +502,13 @@ mod tests {
         let chunks = chunk_document(&doc(&text, vec![], vec![]), options, &estimate_tokens);
         assert!(chunks.len() > 2);
         for pair in chunks.windows(2) {
-            assert!(pair[1].start < pair[0].end, "no overlap between {pair:?}");
-            let shared = estimate_tokens(&text[pair[1].start..pair[0].end]);
+            assert!(
+                pair[1].location.start < pair[0].location.end,
+                "no overlap between {pair:?}"
+            );
+            let shared = estimate_tokens(&text[pair[1].location.start..pair[0].location.end]);
             assert!(shared <= 32, "overlap of {shared} tokens");
-            assert!(pair[1].end > pair[0].end, "no progress");
+            assert!(pair[1].location.end > pair[0].location.end, "no progress");
         }
     }
 
@@ -530,14 +534,14 @@ mod tests {
             overlap_tokens: 0,
         };
         let one = chunk_document(&doc(&text, vec![], pages.clone()), options, &estimate_tokens);
-        assert_eq!(one[0].pages, Some((1, 2)));
+        assert_eq!(one[0].location.pages, Some((1, 2)));
         let options = ChunkOptions {
             max_tokens: 200,
             overlap_tokens: 0,
         };
         let two = chunk_document(&doc(&text, vec![], pages), options, &estimate_tokens);
-        assert_eq!(two.first().unwrap().pages, Some((1, 1)));
-        assert_eq!(two.last().unwrap().pages, Some((2, 2)));
+        assert_eq!(two.first().unwrap().location.pages, Some((1, 1)));
+        assert_eq!(two.last().unwrap().location.pages, Some((2, 2)));
     }
 
     fn arbitrary_text() -> impl Strategy<Value = String> {
@@ -570,12 +574,12 @@ mod tests {
             let chunks = chunk_document(&document, options, &estimate_tokens);
             let mut covered = vec![false; text.len()];
             for (i, chunk) in chunks.iter().enumerate() {
-                prop_assert_eq!(chunk.ordinal as usize, i);
-                prop_assert_eq!(&text[chunk.start..chunk.end], chunk.text.as_str());
+                prop_assert_eq!(chunk.id.ordinal as usize, i);
+                prop_assert_eq!(&text[chunk.location.start..chunk.location.end], chunk.text.as_str());
                 prop_assert!(estimate_tokens(&chunk.text) <= max_tokens, "chunk {} has {} tokens", i, estimate_tokens(&chunk.text));
-                prop_assert_eq!(chunk.char_start, text[..chunk.start].chars().count());
-                prop_assert_eq!(chunk.char_end, text[..chunk.end].chars().count());
-                covered[chunk.start..chunk.end].iter_mut().for_each(|c| *c = true);
+                prop_assert_eq!(chunk.location.char_start, text[..chunk.location.start].chars().count());
+                prop_assert_eq!(chunk.location.char_end, text[..chunk.location.end].chars().count());
+                covered[chunk.location.start..chunk.location.end].iter_mut().for_each(|c| *c = true);
             }
             for (offset, c) in text.char_indices() {
                 prop_assert!(c.is_whitespace() || covered[offset], "lost {:?} at byte {}", c, offset);

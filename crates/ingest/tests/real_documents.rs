@@ -1,38 +1,29 @@
-//! The loaders against real documents from the shared data set
-//! (`/work/shared/data/docs`, or `$KNOWHOW_DATA/docs`). Each test skips, with a
-//! message, where the data set is absent, so the crate's tests still pass on a
-//! machine without it.
+//! The loaders against real documents from the shared data set (its `docs` folder; where the data set is,
+//! `knowhow_testkit::env::shared_data` says). Each test skips, with a message, where the data set is absent, so
+//! the crate's tests still pass on a machine without it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use knowhow_core::Document;
 use knowhow_ingest::load::{load_bytes, Format, LoadOptions};
+use knowhow_testkit::env::shared_data;
 
-/// The data set's `docs/<kind>` folder, or `None` (with a message) if absent.
+/// The data set's `docs/<kind>` folder, or `None` (with a message naming this test target) when the data set is
+/// absent.
 fn docs(kind: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("KNOWHOW_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let dir = root.join("docs").join(kind);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: no test documents at {} (set KNOWHOW_DATA to the data set's folder)",
-            dir.display()
-        );
-        None
-    }
+    shared_data("real_documents").map(|data| data.join("docs").join(kind))
 }
 
-/// Files of a folder with the given extension, sorted by name.
+/// Files of a folder with the given extension, sorted by name; panics when there are none, so that a data set that
+/// lost its files fails the test instead of passing it with nothing checked.
 fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|e| e == extension))
         .collect();
+    assert!(!files.is_empty(), "no .{extension} files in {}", dir.display());
     files.sort();
     files
 }
@@ -128,7 +119,6 @@ fn html_keeps_the_main_content_of_real_pages() {
 fn pdf_pages_load_with_their_numbers() {
     let Some(dir) = docs("pdf") else { return };
     let files = files_with_extension(&dir, "pdf");
-    assert!(!files.is_empty(), "no PDFs in {}", dir.display());
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy();
         match load(Format::Pdf, path) {
@@ -193,7 +183,6 @@ fn docx_body_has_text(path: &Path) -> bool {
 fn docx_documents_load_with_structure() {
     let Some(dir) = docs("docx") else { return };
     let files = files_with_extension(&dir, "docx");
-    assert!(!files.is_empty(), "no .docx files in {}", dir.display());
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         // having-images.docx holds only pictures and tbl-having-tables.docx

@@ -98,8 +98,9 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
         let chunks: Vec<serde_json::Value> = chunks
             .iter()
             .map(|c| {
-                json!({"ordinal": c.ordinal, "heading_path": c.heading_path, "pages": c.pages,
-                       "start": c.start, "end": c.end, "char_start": c.char_start, "char_end": c.char_end,
+                let at = &c.location;
+                json!({"ordinal": c.id.ordinal, "heading_path": at.heading_path, "pages": at.pages,
+                       "start": at.start, "end": at.end, "char_start": at.char_start, "char_end": at.char_end,
                        "tokens": c.tokens, "text": c.text})
             })
             .collect();
@@ -125,15 +126,16 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
         println!("  {key}: {value}");
     }
     for c in &chunks {
-        let heading = if c.heading_path.is_empty() {
+        let at = &c.location;
+        let heading = if at.heading_path.is_empty() {
             String::new()
         } else {
-            format!("  {}", c.heading_path.join(" › "))
+            format!("  {}", at.heading_path.join(" › "))
         };
-        let pages = c.pages.map(|(a, b)| format!("  pp. {a}-{b}")).unwrap_or_default();
+        let pages = at.pages.map(|(a, b)| format!("  pp. {a}-{b}")).unwrap_or_default();
         println!(
             "  chunk {}: chars {}..{}, {} tokens{heading}{pages}",
-            c.ordinal, c.char_start, c.char_end, c.tokens
+            c.id.ordinal, at.char_start, at.char_end, c.tokens
         );
         if with_chunks {
             println!("{}\n", c.text);

@@ -168,8 +168,8 @@ fn top_documents(retriever: &Retriever, reader: &knowhow_index::Reader, query: &
         let mut best: Vec<(String, f32)> = Vec::with_capacity(k);
         let mut seen = std::collections::HashSet::new();
         for chunk in &chunks {
-            if seen.insert(chunk.document_id.as_str()) {
-                best.push((chunk.document_id.clone(), chunk.score));
+            if seen.insert(chunk.id.document_id.as_str()) {
+                best.push((chunk.id.document_id.clone(), chunk.score));
                 if best.len() == k {
                     return Ok(best);
                 }

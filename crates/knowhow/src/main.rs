@@ -17,6 +17,7 @@ mod output;
 mod quickstart;
 mod reembed;
 mod search;
+mod serve;
 mod tune;
 
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ enum Command {
     /// List, show, remove, export or merge fine-tuned adapters
     #[command(subcommand)]
     Adapters(adapters::Command),
+    /// Serve the models over HTTP in the OpenAI wire protocol (/v1/embeddings, /v1/models, /health, /ready)
+    Serve(serve::Args),
     /// Download, list or remove embedding and reranking models
     #[command(subcommand, after_long_help = model::RESOLUTION_HELP)]
     Model(model::Command),
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Collections(command) => collections::run(&context, command),
         Command::Eval(command) => eval::run(&context, command),
         Command::Model(command) => model::run(&context, command),
+        Command::Serve(args) => serve::run(&context, args),
         Command::Ask(args) => ask::run(&context, args),
         Command::Quickstart(args) => quickstart::run(&context, args),
         Command::Log(args) => log::run(&context, args),

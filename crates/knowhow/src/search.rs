@@ -136,8 +136,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let chunks: Vec<ScoredChunk> = retrieved
         .iter()
         .map(|r| ScoredChunk {
-            document_id: r.document_id.clone(),
-            ordinal: r.ordinal,
+            id: r.id.clone(),
             score: r.score,
         })
         .collect();
@@ -147,10 +146,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|hit| {
                 let mut value = hit_json(hit);
-                if let Some(r) = retrieved
-                    .iter()
-                    .find(|r| r.document_id == hit.document_id && r.ordinal == hit.ordinal)
-                {
+                if let Some(r) = retrieved.iter().find(|r| r.id == hit.id) {
                     value["lexical_rank"] = json!(r.lexical_rank);
                     value["dense_rank"] = json!(r.dense_rank);
                     value["rerank_score"] = json!(r.rerank_score);
@@ -189,10 +185,7 @@ fn location(hit: &Hit) -> String {
 }
 
 fn print_hit(rank: usize, hit: &Hit) {
-    println!(
-        "{rank}. {}  [{}#{}]  score {:.3}",
-        hit.title, hit.document_id, hit.ordinal, hit.score
-    );
+    println!("{rank}. {}  [{}]  score {:.3}", hit.title, hit.id, hit.score);
     println!("   {}", location(hit));
     let snippet = output::mark(&hit.snippet.text, &hit.snippet.highlights);
     println!("   {}", snippet.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -200,8 +193,8 @@ fn print_hit(rank: usize, hit: &Hit) {
 
 fn hit_json(hit: &Hit) -> serde_json::Value {
     json!({
-        "document_id": hit.document_id,
-        "chunk": hit.ordinal,
+        "document_id": hit.id.document_id,
+        "chunk": hit.id.ordinal,
         "score": hit.score,
         "title": hit.title,
         "source": hit.source,

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{shared_data, stderr, stdout, write, Knowhow};
+use common::{stderr, stdout, write, Knowhow};
+use knowhow_testkit::env::shared_data;
 use serde_json::Value;
 
 fn summary(lines: &[Value]) -> &Value {

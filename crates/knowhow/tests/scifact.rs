@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{shared_data, Knowhow};
+use common::Knowhow;
+use knowhow_testkit::env::shared_data;
 
 #[test]
 fn bm25_on_scifact_reaches_the_published_baseline() {

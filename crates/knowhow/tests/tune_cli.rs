@@ -1,12 +1,12 @@
 //! `knowhow data`, `tune`, `adapters` and `eval tune`, driven through the binary on a tiny Llama that the test
-//! pre-trains itself (knowhow_testkit::tiny: character tokenizer, chat template, a few seconds of training).
+//! pre-trains itself (knowhow_testkit_tiny: character tokenizer, chat template, a few seconds of training).
 
 mod common;
 
 use std::path::Path;
 
 use common::{stderr, stdout, write, Knowhow};
-use knowhow_testkit::tiny::{self, TinyOptions};
+use knowhow_testkit_tiny::{self as tiny, TinyOptions};
 
 fn tiny_base(dir: &Path) {
     let options = TinyOptions {

@@ -11,7 +11,6 @@
 //! KNOWHOW_PYTHON=/work/pyref/venv/bin/python cargo test -p knowhow-models --test chat_templates
 //! ```
 
-mod common;
 mod python_reference;
 
 use std::collections::HashMap;
@@ -52,13 +51,12 @@ struct PythonError {
     message: String,
 }
 
-/// Runs the generator once per test binary; `None` (skipped) without KNOWHOW_PYTHON.
+/// The generator's folder and reference; `None` (skipped) without KNOWHOW_PYTHON.
 fn reference(test: &str) -> Option<&'static (PathBuf, Reference)> {
-    let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<(PathBuf, Reference)> = OnceLock::new();
-    Some(GENERATED.get_or_init(|| {
+    python_reference::once(&GENERATED, test, |python| {
         python_reference::generate(&python, "render_chat_templates.py", "knowhow-models-chat-templates")
-    }))
+    })
 }
 
 fn load(dir: &Path, model: &str) -> ChatTemplate {

@@ -12,7 +12,6 @@
 //! KNOWHOW_PYTHON=/work/pyref/venv/bin/python cargo test -p knowhow-models --test decoder_hf
 //! ```
 
-mod common;
 mod python_reference;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,14 +62,13 @@ struct Fixtures {
 
 const SCRIPT: &str = "make_tiny_decoders.py";
 
-/// Runs the generator once per test binary; `None` (skipped) without KNOWHOW_PYTHON.
+/// The generator's folder and reference, and the Python that made them; `None` (skipped) without KNOWHOW_PYTHON.
 fn fixtures(test: &str) -> Option<&'static Fixtures> {
-    let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<Fixtures> = OnceLock::new();
-    Some(GENERATED.get_or_init(|| {
+    python_reference::once(&GENERATED, test, |python| {
         let (dir, reference) = python_reference::generate(&python, SCRIPT, "knowhow-models-tiny-decoders");
         Fixtures { python, dir, reference }
-    }))
+    })
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

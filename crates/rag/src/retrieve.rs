@@ -7,6 +7,7 @@
 //! rerank  : hybrid top-n → cross-encoder scores → top-k
 //! ```
 
+use knowhow_core::ChunkId;
 use knowhow_index::{Filter, Reader, ScoredChunk};
 
 use crate::fusion::{reciprocal_rank_fusion, RankedList};
@@ -100,10 +101,13 @@ impl Default for Options {
 }
 
 /// A retrieved chunk, with how each stage ranked it (ranks start at 1).
+///
+/// A [`ScoredChunk`] with the fusion and re-ranking details added. Serialized
+/// flat: `document_id`, `ordinal`, `score`, then the ranks each stage gave.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Retrieved {
-    pub document_id: String,
-    pub ordinal: u32,
+    #[serde(flatten)]
+    pub id: ChunkId,
     /// The score of the last stage: BM25, inner product, fused RRF score or
     /// cross-encoder logit.
     pub score: f32,
@@ -118,8 +122,7 @@ pub struct Retrieved {
 impl Retrieved {
     fn from_scored(chunk: ScoredChunk) -> Retrieved {
         Retrieved {
-            document_id: chunk.document_id,
-            ordinal: chunk.ordinal,
+            id: chunk.id,
             score: chunk.score,
             lexical_rank: None,
             dense_rank: None,
@@ -162,8 +165,8 @@ pub fn retrieve(
             let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
             let mut fused = fuse(&lexical?, &dense?, options)?;
             fused.truncate(options.rerank_top.max(k));
-            let keys: Vec<(String, u32)> = fused.iter().map(|r| (r.document_id.clone(), r.ordinal)).collect();
-            let texts = reader.chunk_texts(&keys)?;
+            let ids: Vec<ChunkId> = fused.iter().map(|r| r.id.clone()).collect();
+            let texts = reader.chunk_texts(&ids)?;
             let passages: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
             let scores = reranker.score(query, &passages)?;
             for (retrieved, score) in fused.iter_mut().zip(scores) {
@@ -180,9 +183,8 @@ pub fn retrieve(
 
 /// Reciprocal Rank Fusion of a BM25 and a dense list of chunks.
 fn fuse(lexical: &[ScoredChunk], dense: &[ScoredChunk], options: &Options) -> Result<Vec<Retrieved>, Error> {
-    let key = |c: &ScoredChunk| (c.document_id.clone(), c.ordinal);
-    let lexical_keys: Vec<(String, u32)> = lexical.iter().map(key).collect();
-    let dense_keys: Vec<(String, u32)> = dense.iter().map(key).collect();
+    let ids = |chunks: &[ScoredChunk]| -> Vec<ChunkId> { chunks.iter().map(|c| c.id.clone()).collect() };
+    let (lexical_keys, dense_keys) = (ids(lexical), ids(dense));
     let fused = reciprocal_rank_fusion(
         &[
             RankedList::weighted(&lexical_keys, options.lexical_weight),
@@ -193,8 +195,7 @@ fn fuse(lexical: &[ScoredChunk], dense: &[ScoredChunk], options: &Options) -> Re
     Ok(fused
         .into_iter()
         .map(|f| Retrieved {
-            document_id: f.key.0,
-            ordinal: f.key.1,
+            id: f.key,
             score: f.score as f32,
             lexical_rank: f.ranks[0],
             dense_rank: f.ranks[1],
@@ -209,8 +210,7 @@ mod tests {
 
     fn chunk(id: &str, score: f32) -> ScoredChunk {
         ScoredChunk {
-            document_id: id.into(),
-            ordinal: 0,
+            id: ChunkId::new(id, 0),
             score,
         }
     }
@@ -228,11 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn retrieved_chunks_serialize_flat() {
+        let retrieved = Retrieved {
+            lexical_rank: Some(2),
+            ..Retrieved::from_scored(chunk("a", 1.5))
+        };
+        assert_eq!(
+            serde_json::to_string(&retrieved).unwrap(),
+            r#"{"document_id":"a","ordinal":0,"score":1.5,"lexical_rank":2}"#
+        );
+    }
+
+    #[test]
     fn fusion_keeps_each_retrievers_rank_and_prefers_agreement() {
         let lexical = [chunk("a", 9.0), chunk("b", 8.0), chunk("c", 7.0)];
         let dense = [chunk("c", 0.9), chunk("d", 0.8), chunk("b", 0.7)];
         let fused = fuse(&lexical, &dense, &Options::default()).unwrap();
-        let ids: Vec<&str> = fused.iter().map(|r| r.document_id.as_str()).collect();
+        let ids: Vec<&str> = fused.iter().map(|r| r.id.document_id.as_str()).collect();
         // c: 1/63 + 1/61, b: 1/62 + 1/63 — both beat a (1/61) and d (1/62).
         assert_eq!(ids, ["c", "b", "a", "d"]);
         assert_eq!((fused[0].lexical_rank, fused[0].dense_rank), (Some(3), Some(1)));
@@ -245,7 +257,7 @@ mod tests {
             ..Options::default()
         };
         let fused = fuse(&lexical, &dense, &lexical_only).unwrap();
-        let ids: Vec<&str> = fused.iter().map(|r| r.document_id.as_str()).collect();
+        let ids: Vec<&str> = fused.iter().map(|r| r.id.document_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 }

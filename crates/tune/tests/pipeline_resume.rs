@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use knowhow_testkit::tiny::{self, TinyOptions};
+use knowhow_testkit_tiny::{self as tiny, TinyOptions};
 use knowhow_tune::pipeline::{tune, Event, TuneOptions};
 use knowhow_tune::schedule::Warmup;
 use knowhow_tune::train::{MetricsLine, StopReason};

@@ -10,40 +10,21 @@ use std::time::Duration;
 
 use knowhow_hub::{builtin_catalog, ResolveOptions};
 pub use knowhow_testkit::http::closed_url;
-use knowhow_testkit::http::{Request, Server};
+use knowhow_testkit::http::{Request, Response, Server};
 use sha2::{Digest, Sha256};
 
-/// One canned answer; the name these tests knew it by before the test server moved to `knowhow-testkit`.
-pub use knowhow_testkit::http::Response as Reply;
-
-/// The hub or index of a test: GETs answered from a table of targets (path and query), 404 otherwise, every
-/// request recorded. Dropping it closes the port.
-pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    server: Server,
+/// The hub or index of a test: the workspace's test server answering GETs from a table of targets (path and
+/// query), 404 otherwise. `routes` gets the server's URL (`http://127.0.0.1:PORT`) to build links with.
+pub fn serve(routes: impl FnOnce(&str) -> HashMap<String, Response>) -> Server {
+    Server::start_with_url(|url| {
+        let routes = routes(url);
+        move |request: &Request| routes.get(&request.target).cloned().unwrap_or_else(Response::not_found)
+    })
 }
 
-impl TestServer {
-    /// Starts a server; `routes` gets its base URL (`http://127.0.0.1:PORT`) to build links with.
-    pub fn start(routes: impl FnOnce(&str) -> HashMap<String, Reply>) -> TestServer {
-        let server = Server::start_with_url(|url| {
-            let routes = routes(url);
-            move |request: &Request| routes.get(&request.target).cloned().unwrap_or_else(Reply::not_found)
-        });
-        TestServer {
-            url: server.url().to_string(),
-            server,
-        }
-    }
-
-    pub fn received(&self) -> Vec<Request> {
-        self.server.requests()
-    }
-
-    pub fn targets(&self) -> Vec<String> {
-        self.received().into_iter().map(|r| r.target).collect()
-    }
+/// The targets of the requests `server` has read, in order.
+pub fn targets(server: &Server) -> Vec<String> {
+    server.requests().into_iter().map(|r| r.target).collect()
 }
 
 /// Options that touch nothing but what a test names: no Hugging Face cache, endpoints where nothing
@@ -88,13 +69,13 @@ pub fn build_wheel(top: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A PEP 691 JSON page listing `(filename, url, sha256)` files.
-pub fn json_page(name: &str, files: &[(&str, &str, &str)]) -> Reply {
+pub fn json_page(name: &str, files: &[(&str, &str, &str)]) -> Response {
     let files: Vec<_> = files
         .iter()
         .map(|(filename, url, sha)| serde_json::json!({"filename": filename, "url": url, "hashes": {"sha256": sha}}))
         .collect();
     let page = serde_json::json!({"meta": {"api-version": "1.1"}, "name": name, "files": files});
-    Reply::ok("application/vnd.pypi.simple.v1+json", page.to_string())
+    Response::ok("application/vnd.pypi.simple.v1+json", page.to_string())
 }
 
 /// The folder names under `HOME/models/` (staging leftovers included).
@@ -105,4 +86,10 @@ pub fn cache_entries(home: &Path) -> Vec<String> {
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// Asserts that nothing is left under `HOME/models/`: no model, no staging folder.
+pub fn assert_nothing_cached(home: &Path) {
+    let entries = cache_entries(home);
+    assert!(entries.is_empty(), "left in the cache: {entries:?}");
 }

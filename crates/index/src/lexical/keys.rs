@@ -1,15 +1,27 @@
-//! Chunk keys: the (document id, ordinal) of every chunk, read from the
-//! fast fields once per searcher generation.
+//! Chunk keys: the [`ChunkId`] of every chunk, read from the fast fields
+//! once per searcher generation.
 
 use std::sync::Arc;
 
+use knowhow_core::ChunkId;
 use tantivy::Searcher;
 
 use super::LexicalIndex;
 use crate::Error;
 
-/// (document id, ordinal) of a chunk.
-pub(super) type ChunkKey = (Arc<str>, u32);
+/// A chunk's [`ChunkId`] as the cache holds it: the document id is shared by
+/// all of the document's chunks, so the cache costs one string per document,
+/// not one per chunk.
+pub(super) struct ChunkKey {
+    pub(super) document_id: Arc<str>,
+    pub(super) ordinal: u32,
+}
+
+impl ChunkKey {
+    pub(super) fn id(&self) -> ChunkId {
+        ChunkId::new(&*self.document_id, self.ordinal)
+    }
+}
 
 /// Chunk identities of one searcher generation, per segment, by doc id.
 pub(super) struct ChunkKeys {
@@ -35,7 +47,7 @@ impl LexicalIndex {
         }
     }
 
-    /// (document id, ordinal) of every chunk, per segment, indexed by doc id.
+    /// The key of every chunk, per segment, indexed by doc id.
     pub(super) fn read_chunk_keys(&self, searcher: &Searcher) -> Result<Vec<Vec<ChunkKey>>, Error> {
         let mut segments = Vec::with_capacity(searcher.segment_readers().len());
         for segment in searcher.segment_readers() {
@@ -52,11 +64,14 @@ impl LexicalIndex {
             let empty: Arc<str> = "".into();
             let keys = (0..segment.max_doc())
                 .map(|doc| {
-                    let id = ids
+                    let document_id = ids
                         .term_ords(doc)
                         .next()
                         .map_or_else(|| empty.clone(), |ord| names[ord as usize].clone());
-                    (id, ordinals.first(doc).unwrap_or(0) as u32)
+                    ChunkKey {
+                        document_id,
+                        ordinal: ordinals.first(doc).unwrap_or(0) as u32,
+                    }
                 })
                 .collect();
             segments.push(keys);

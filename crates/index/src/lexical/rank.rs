@@ -1,16 +1,18 @@
 //! BM25 ranking term at a time, for retrieval and evaluation.
 
+use knowhow_core::ChunkId;
 use tantivy::query::Bm25Weight;
 use tantivy::schema::IndexRecordOption;
 
 use super::LexicalIndex;
 use crate::Error;
 
-/// A ranked chunk without its display fields: what evaluation needs.
+/// A ranked chunk without its display fields: what evaluation and fusion
+/// need. The score is the ranker's own (BM25, inner product): only scores of
+/// one ranker compare.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredChunk {
-    pub document_id: String,
-    pub ordinal: u32,
+    pub id: ChunkId,
     pub score: f32,
 }
 
@@ -75,13 +77,9 @@ impl LexicalIndex {
         let keys = self.chunk_keys(&searcher)?;
         Ok(candidates
             .into_iter()
-            .map(|(score, segment_ord, doc)| {
-                let (id, ordinal) = &keys.segments[segment_ord as usize][doc as usize];
-                ScoredChunk {
-                    document_id: id.to_string(),
-                    ordinal: *ordinal,
-                    score,
-                }
+            .map(|(score, segment_ord, doc)| ScoredChunk {
+                id: keys.segments[segment_ord as usize][doc as usize].id(),
+                score,
             })
             .collect())
     }

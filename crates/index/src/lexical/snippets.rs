@@ -1,8 +1,8 @@
 //! Display hits: a chunk's stored fields and a snippet around the query's
 //! terms.
 
+use knowhow_core::ChunkId;
 use tantivy::collector::TopDocs;
-use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::TantivyDocument;
 
@@ -11,14 +11,22 @@ use super::LexicalIndex;
 use crate::{Error, ScoredChunk};
 
 /// A search result: one chunk, with what a user needs to see where it is.
+///
+/// It shows a [`Snippet`] rather than the chunk's text, and of the chunk's
+/// [`ChunkLocation`](knowhow_core::ChunkLocation) only what a reader
+/// navigates by (heading path and pages), not its byte and character spans;
+/// [`crate::SourceChunk`] has the whole chunk. Serialized flat:
+/// `document_id`, `ordinal`, `score`, ...
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Hit {
-    pub document_id: String,
-    pub ordinal: u32,
+    #[serde(flatten)]
+    pub id: ChunkId,
     pub score: f32,
     pub title: String,
     pub source: String,
+    /// Heading path of the section the chunk starts in; empty when none.
     pub heading_path: Vec<String>,
+    /// First and last page the chunk touches, for paged documents.
     pub pages: Option<(u32, u32)>,
     pub snippet: Snippet,
 }
@@ -66,7 +74,7 @@ impl LexicalIndex {
         };
         let mut hits = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let Some(address) = self.address(&searcher, &keys, &chunk.document_id, chunk.ordinal)? else {
+            let Some(address) = self.address(&searcher, &keys, &chunk.id)? else {
                 continue;
             };
             let doc: TantivyDocument = searcher.doc(address)?;
@@ -82,20 +90,14 @@ impl LexicalIndex {
     /// A hit from a stored chunk.
     pub(super) fn hit(&self, doc: &TantivyDocument, score: f32, snippets: Option<&SnippetGenerator>) -> Hit {
         let f = self.fields;
-        let heading = stored_text(doc, f.heading);
         let snippet = snippets.map(|g| g.snippet_from_doc(doc));
         Hit {
-            document_id: stored_text(doc, f.doc_id),
-            ordinal: doc.get_first(f.ordinal).and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+            id: f.id(doc),
             score,
             title: stored_text(doc, f.title),
             source: stored_text(doc, f.source),
-            heading_path: if heading.is_empty() {
-                Vec::new()
-            } else {
-                heading.split('\u{1f}').map(String::from).collect()
-            },
-            pages: parse_pages(&stored_text(doc, f.pages)),
+            heading_path: f.heading_path(doc),
+            pages: f.pages(doc),
             snippet: Snippet {
                 text: snippet.as_ref().map_or_else(String::new, |s| s.fragment().to_string()),
                 highlights: snippet
@@ -114,9 +116,4 @@ fn opening(text: &str, max_chars: usize) -> String {
             format!("{}…", text[..cut].trim_end())
         }
     }
-}
-
-fn parse_pages(pages: &str) -> Option<(u32, u32)> {
-    let (first, last) = pages.split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the lexical index: analysis, stored chunks, old layouts, and
 //! the term-at-a-time ranker against tantivy's own.
 
-use knowhow_core::{Chunk, Document};
+use knowhow_core::{Chunk, ChunkId, ChunkLocation, Document};
 use tantivy::collector::TopDocs;
 use tantivy::schema::{Schema, FAST, STORED, STRING};
 use tantivy::{Index, IndexWriter, TantivyDocument, Term};
@@ -33,27 +33,29 @@ fn chunks_come_back_with_their_document_fields_and_spans() {
     let second_start = text.find("Second").unwrap();
     let chunks = [
         Chunk {
-            document_id: "d1".into(),
-            ordinal: 0,
+            id: ChunkId::new("d1", 0),
             text: text[..second_start - 1].into(),
-            heading_path: vec!["Top".into(), "Sub".into()],
-            pages: Some((2, 3)),
-            start: 0,
-            end: second_start - 1,
-            char_start: 0,
-            char_end: 12,
+            location: ChunkLocation {
+                heading_path: vec!["Top".into(), "Sub".into()],
+                pages: Some((2, 3)),
+                start: 0,
+                end: second_start - 1,
+                char_start: 0,
+                char_end: 12,
+            },
             tokens: 3,
         },
         Chunk {
-            document_id: "d1".into(),
-            ordinal: 1,
+            id: ChunkId::new("d1", 1),
             text: text[second_start..].into(),
-            heading_path: Vec::new(),
-            pages: None,
-            start: second_start,
-            end: text.len(),
-            char_start: 13,
-            char_end: text.chars().count(),
+            location: ChunkLocation {
+                heading_path: Vec::new(),
+                pages: None,
+                start: second_start,
+                end: text.len(),
+                char_start: 13,
+                char_end: text.chars().count(),
+            },
             tokens: 3,
         },
     ];
@@ -62,16 +64,14 @@ fn chunks_come_back_with_their_document_fields_and_spans() {
     index.commit(&mut writer, 1).unwrap();
     index.reload().unwrap();
 
-    assert_eq!(
-        index.chunk_ids().unwrap(),
-        [("d1".to_string(), 0), ("d1".to_string(), 1)]
-    );
+    assert_eq!(index.chunk_ids().unwrap(), [chunks[0].id.clone(), chunks[1].id.clone()]);
     let got = index
-        .chunks(&[("d1".into(), 1), ("d1".into(), 7), ("d1".into(), 0)])
+        .chunks(&[ChunkId::new("d1", 1), ChunkId::new("d1", 7), ChunkId::new("d1", 0)])
         .unwrap();
     let second = got[0].as_ref().unwrap();
-    assert_eq!((second.start, second.end), (chunks[1].start, chunks[1].end));
-    assert_eq!((second.char_start, second.char_end), (13, 34));
+    assert_eq!(second.id, chunks[1].id);
+    assert_eq!(second.location, chunks[1].location);
+    assert_eq!((second.location.char_start, second.location.char_end), (13, 34));
     assert_eq!(second.text, "Second sentence here.");
     assert!(got[1].is_none());
     let first = got[2].as_ref().unwrap();
@@ -79,9 +79,13 @@ fn chunks_come_back_with_their_document_fields_and_spans() {
         (first.title.as_str(), first.source.as_str()),
         ("Doc one", "/docs/d1.md")
     );
-    assert_eq!(first.heading_path, ["Top", "Sub"]);
-    assert_eq!(first.pages, Some((2, 3)));
-    assert_eq!(first.text.chars().count(), first.char_end - first.char_start);
+    assert_eq!(first.location, chunks[0].location);
+    assert_eq!(first.location.heading_path, ["Top", "Sub"]);
+    assert_eq!(first.location.pages, Some((2, 3)));
+    assert_eq!(
+        first.text.chars().count(),
+        first.location.char_end - first.location.char_start
+    );
 }
 
 /// An index written before the span fields existed is rebuilt by a
@@ -161,13 +165,13 @@ fn term_at_a_time_ranks_like_tantivy() {
         for (mine, (score, address)) in ours.iter().zip(&theirs) {
             assert!((mine.score - score).abs() < 1e-4, "{query}: {} vs {score}", mine.score);
             let key = &keys[address.segment_ord as usize][address.doc_id as usize];
-            if (mine.score - score).abs() < 1e-6 && *mine.document_id != *key.0 {
+            if (mine.score - score).abs() < 1e-6 && mine.id != key.id() {
                 // Equal scores: both orders are a correct ranking.
                 continue;
             }
-            assert_eq!(mine.document_id, *key.0, "{query}");
+            assert_eq!(mine.id, key.id(), "{query}");
         }
-        assert!(ours.iter().all(|hit| !hit.document_id.starts_with("doc1-0")));
+        assert!(ours.iter().all(|hit| !hit.id.document_id.starts_with("doc1-0")));
     }
     assert!(index.rank("the of and", 10).unwrap().is_empty());
 }

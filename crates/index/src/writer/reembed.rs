@@ -1,13 +1,15 @@
 //! Re-embedding: moving a collection to another model while the old one
 //! stays in force.
 
+use knowhow_core::ChunkId;
+
 use crate::{store, vectors, Error, ModelPin, Writer};
 
-/// A chunk to embed again during a re-embedding.
+/// A chunk to embed again during a re-embedding: which one, and the text its
+/// new vector must be computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkText {
-    pub document_id: String,
-    pub ordinal: u32,
+    pub id: ChunkId,
     pub text: String,
 }
 
@@ -60,26 +62,18 @@ impl Writer {
     pub fn reembed_todo(&mut self, limit: usize) -> Result<Vec<ChunkText>, Error> {
         self.reembed_target_or_error()?;
         let after = self.reembed_cursor.take();
-        let (chunks, at_end) = store::unstaged_chunks(
-            &self.db,
-            after.as_ref().map(|(id, ordinal)| (id.as_str(), *ordinal)),
-            limit.max(1),
-        )?;
+        let (chunks, at_end) = store::unstaged_chunks(&self.db, after.as_ref(), limit.max(1))?;
         if chunks.is_empty() && after.is_some() {
             // One more pass from the start: an ingest may have replaced a
             // chunk behind the cursor (dropping its staged vector).
             return self.reembed_todo(limit);
         }
         if !at_end {
-            self.reembed_cursor = chunks.last().map(|c| (c.document_id.clone(), c.ordinal));
+            self.reembed_cursor = chunks.last().map(|c| c.id.clone());
         }
         Ok(chunks
             .into_iter()
-            .map(|c| ChunkText {
-                document_id: c.document_id,
-                ordinal: c.ordinal,
-                text: c.text,
-            })
+            .map(|c| ChunkText { id: c.id, text: c.text })
             .collect())
     }
 
@@ -97,15 +91,15 @@ impl Writer {
         }
         for (chunk, vector) in chunks.iter().zip(vectors) {
             vectors::check_vector(&target, vector).map_err(|problem| Error::InvalidVectors {
-                document: chunk.document_id.clone(),
-                problem: format!("chunk {}: {problem}", chunk.ordinal),
+                document: chunk.id.document_id.clone(),
+                problem: format!("chunk {}: {problem}", chunk.id.ordinal),
             })?;
         }
         let mut batch = store::Batch::begin(&self.db)?;
         let mut staged = 0;
         for (chunk, vector) in chunks.iter().zip(vectors) {
-            if batch.chunk_text(&chunk.document_id, chunk.ordinal)?.as_deref() == Some(chunk.text.as_str()) {
-                batch.stage_vector(&chunk.document_id, chunk.ordinal, vector)?;
+            if batch.chunk_text(&chunk.id)?.as_deref() == Some(chunk.text.as_str()) {
+                batch.stage_vector(&chunk.id, vector)?;
                 staged += 1;
             }
         }

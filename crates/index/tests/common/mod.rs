@@ -5,7 +5,7 @@
 //! what any stored chunk must hold, and two chunks' vectors are nearly
 //! orthogonal (each is its own nearest neighbour by a wide margin).
 
-use knowhow_core::{Chunk, CollectionRef, Document, Metadata};
+use knowhow_core::{Chunk, ChunkId, ChunkLocation, CollectionRef, Document, Metadata};
 use knowhow_index::{DocumentUpdate, ModelPin, SourceRecord, SourceUpdate, WeightsChecksum};
 
 pub const DIMENSION: u32 = 24;
@@ -68,15 +68,15 @@ pub fn document(id: &str, source: &str, version: u32, chunks: u32, metadata: Met
         .zip(0u32..)
         .map(|(p, ordinal)| {
             let chunk = Chunk {
-                document_id: id.to_string(),
-                ordinal,
+                id: ChunkId::new(id, ordinal),
                 text: p.clone(),
-                heading_path: Vec::new(),
-                pages: None,
-                start,
-                end: start + p.len(),
-                char_start: start,
-                char_end: start + p.len(),
+                location: ChunkLocation {
+                    start,
+                    end: start + p.len(),
+                    char_start: start,
+                    char_end: start + p.len(),
+                    ..ChunkLocation::default()
+                },
                 tokens: 10,
             };
             start += p.len() + 2;

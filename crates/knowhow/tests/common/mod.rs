@@ -4,11 +4,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-// Re-exported for the targets that read the shared data; every other target that includes this module leaves
-// it unused.
-#[allow(unused_imports)]
-pub use knowhow_testkit::env::shared_data;
-
 /// A scratch home directory plus a way to run the binary against it.
 pub struct Knowhow {
     pub home: tempfile::TempDir,

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use knowhow_core::ChunkId;
 use knowhow_index::SourceChunk;
 use serde::Deserialize;
 
@@ -104,7 +105,7 @@ pub(crate) fn run(
         steps: 0,
         notes: fallback.into_iter().collect(),
     };
-    let mut numbers: HashMap<(String, u32), usize> = HashMap::new();
+    let mut numbers: HashMap<ChunkId, usize> = HashMap::new();
     loop {
         let last = run.steps == options.max_steps;
         if last {
@@ -233,7 +234,7 @@ struct Given {
 fn give_results(
     Found { retrieved, chunks }: Found,
     room: usize,
-    numbers: &mut HashMap<(String, u32), usize>,
+    numbers: &mut HashMap<ChunkId, usize>,
     run: &mut AgentRun,
     count_tokens: &dyn Fn(&str) -> usize,
 ) -> Given {
@@ -243,14 +244,14 @@ fn give_results(
     let mut used = 0;
     let mut left_out = 0;
     for (chunk, score) in chunks {
-        let key = (chunk.document_id.clone(), chunk.ordinal);
-        if let Some(&number) = numbers.get(&key) {
+        if let Some(&number) = numbers.get(&chunk.id) {
             let block = format!("[{number}] (given above)");
             used += count_tokens(&block);
             blocks.push(block);
             given.push(number);
             continue;
         }
+        let id = chunk.id.clone();
         let mut source = merge(&[(chunk, score)]).remove(0);
         source.number = run.sources.len() + 1;
         let block = source.block();
@@ -260,7 +261,7 @@ fn give_results(
             continue;
         }
         used += tokens;
-        numbers.insert(key, source.number);
+        numbers.insert(id, source.number);
         given.push(source.number);
         blocks.push(block);
         run.sources.push(source);

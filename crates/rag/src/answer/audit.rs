@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use knowhow_core::ChunkId;
 use serde::Serialize;
 
 use super::{Answer, AnswerError};
@@ -27,10 +28,12 @@ pub struct AuditRecord {
     pub cited: Vec<AuditSource>,
 }
 
+/// A retrieved chunk and its final score, written flat: `document_id`,
+/// `ordinal`, `score`.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct AuditChunk {
-    pub document_id: String,
-    pub ordinal: u32,
+    #[serde(flatten)]
+    pub id: ChunkId,
     pub score: f32,
 }
 
@@ -55,8 +58,7 @@ impl Answer {
                 .retrieved
                 .iter()
                 .map(|r| AuditChunk {
-                    document_id: r.document_id.clone(),
-                    ordinal: r.ordinal,
+                    id: r.id.clone(),
                     score: r.score,
                 })
                 .collect(),

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use knowhow_core::ChunkId;
 use knowhow_index::{Reader, SourceChunk};
 use sha2::{Digest, Sha256};
 
@@ -243,9 +244,9 @@ fn mode_name(mode: Mode) -> &'static str {
 /// The full records of retrieved chunks, in rank order, with their scores;
 /// chunks removed since they were ranked are skipped.
 pub(crate) fn fetch_chunks(reader: &Reader, retrieved: &[Retrieved]) -> Result<Vec<(SourceChunk, f32)>, AnswerError> {
-    let keys: Vec<(String, u32)> = retrieved.iter().map(|r| (r.document_id.clone(), r.ordinal)).collect();
+    let ids: Vec<ChunkId> = retrieved.iter().map(|r| r.id.clone()).collect();
     Ok(reader
-        .chunks(&keys)?
+        .chunks(&ids)?
         .into_iter()
         .zip(retrieved)
         .filter_map(|(chunk, r)| chunk.map(|c| (c, r.score)))

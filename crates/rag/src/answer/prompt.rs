@@ -28,7 +28,7 @@
 
 use std::path::Path;
 
-use knowhow_core::CollectionRef;
+use knowhow_core::{ChunkId, CollectionRef};
 use knowhow_index::{Home, SourceChunk};
 use serde::Serialize;
 
@@ -182,8 +182,8 @@ pub struct Prompt {
     pub messages: Vec<Message>,
     /// The sources in the prompt, numbered as the messages show them.
     pub sources: Vec<Source>,
-    /// Chunks (document id, ordinal) left out because they did not fit.
-    pub left_out: Vec<(String, u32)>,
+    /// Chunks left out because they did not fit.
+    pub left_out: Vec<ChunkId>,
     /// Tokens of the messages, by the caller's counter.
     pub tokens: usize,
 }
@@ -218,7 +218,7 @@ pub fn assemble(
             (sources, messages, tokens) = (candidate, candidate_messages, candidate_tokens);
         } else {
             chosen.pop();
-            left_out.push((chunk.0.document_id.clone(), chunk.0.ordinal));
+            left_out.push(chunk.0.id.clone());
         }
     }
     Ok(Prompt {
@@ -290,7 +290,7 @@ mod tests {
         let prompt = assemble(&input(&templates), &chunks, budget, &words).unwrap();
         let ids: Vec<&str> = prompt.sources.iter().map(|s| s.document_id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
-        assert_eq!(prompt.left_out, [("b".to_string(), 0), ("d".to_string(), 0)]);
+        assert_eq!(prompt.left_out, [ChunkId::new("b", 0), ChunkId::new("d", 0)]);
         assert!(prompt.tokens <= budget);
         assert_eq!(prompt.tokens, prompt_tokens(&prompt.messages, &words));
         assert!(prompt.messages[1].content.contains("[2] Title of c"));

@@ -64,16 +64,17 @@ impl Source {
     }
 
     fn from_chunk(chunk: &SourceChunk, score: f32) -> Source {
+        let location = &chunk.location;
         Source {
             number: 0,
-            document_id: chunk.document_id.clone(),
+            document_id: chunk.id.document_id.clone(),
             title: chunk.title.clone(),
             source: chunk.source.clone(),
-            heading_path: chunk.heading_path.clone(),
-            pages: chunk.pages,
-            char_start: chunk.char_start,
-            char_end: chunk.char_end,
-            ordinals: vec![chunk.ordinal],
+            heading_path: location.heading_path.clone(),
+            pages: location.pages,
+            char_start: location.char_start,
+            char_end: location.char_end,
+            ordinals: vec![chunk.id.ordinal],
             score,
             text: chunk.text.clone(),
         }
@@ -82,32 +83,33 @@ impl Source {
     /// Whether `chunk` (of the same document, starting at or after this
     /// source) overlaps this source or follows it directly.
     fn touches(&self, chunk: &SourceChunk) -> bool {
-        chunk.char_start <= self.char_end || self.ordinals.last().is_some_and(|&o| chunk.ordinal == o + 1)
+        chunk.location.char_start <= self.char_end || self.ordinals.last().is_some_and(|&o| chunk.id.ordinal == o + 1)
     }
 
     /// Appends `chunk`, which [`Source::touches`] this source.
     fn absorb(&mut self, chunk: &SourceChunk, score: f32) {
-        if chunk.char_end > self.char_end {
-            if chunk.char_start < self.char_end {
-                let overlap = self.char_end - chunk.char_start;
+        let location = &chunk.location;
+        if location.char_end > self.char_end {
+            if location.char_start < self.char_end {
+                let overlap = self.char_end - location.char_start;
                 self.text.extend(chunk.text.chars().skip(overlap));
             } else {
                 // Only whitespace lies between chunks; its exact form is not
                 // stored, so keep a paragraph break or a space.
-                self.text.push_str(if chunk.char_start - self.char_end > 1 {
+                self.text.push_str(if location.char_start - self.char_end > 1 {
                     "\n\n"
                 } else {
                     " "
                 });
                 self.text.push_str(&chunk.text);
             }
-            self.char_end = chunk.char_end;
+            self.char_end = location.char_end;
         }
-        self.pages = match (self.pages, chunk.pages) {
+        self.pages = match (self.pages, location.pages) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (pages, None) | (None, pages) => pages,
         };
-        self.ordinals.push(chunk.ordinal);
+        self.ordinals.push(chunk.id.ordinal);
         self.score = self.score.max(score);
     }
 }
@@ -118,12 +120,12 @@ impl Source {
 pub fn merge(chunks: &[(SourceChunk, f32)]) -> Vec<Source> {
     let mut by_document: HashMap<&str, Vec<usize>> = HashMap::new();
     for (rank, (chunk, _)) in chunks.iter().enumerate() {
-        by_document.entry(chunk.document_id.as_str()).or_default().push(rank);
+        by_document.entry(chunk.id.document_id.as_str()).or_default().push(rank);
     }
     // (best rank, source)
     let mut merged: Vec<(usize, Source)> = Vec::new();
     for mut ranks in by_document.into_values() {
-        ranks.sort_by_key(|&r| (chunks[r].0.char_start, chunks[r].0.ordinal));
+        ranks.sort_by_key(|&r| (chunks[r].0.location.char_start, chunks[r].0.id.ordinal));
         let mut current: Option<(usize, Source)> = None;
         for rank in ranks {
             let (chunk, score) = &chunks[rank];
@@ -152,9 +154,9 @@ pub fn merge(chunks: &[(SourceChunk, f32)]) -> Vec<Source> {
 /// long-context answers), documents ordered by source path then id.
 pub fn whole_documents(chunks: &[SourceChunk]) -> Vec<Source> {
     let mut order: Vec<usize> = (0..chunks.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (&chunks[a], &chunks[b]);
-        (&a.source, &a.document_id, a.char_start, a.ordinal).cmp(&(&b.source, &b.document_id, b.char_start, b.ordinal))
+    order.sort_by_key(|&i| {
+        let c = &chunks[i];
+        (&c.source, &c.id.document_id, c.location.char_start, c.id.ordinal)
     });
     let ranked: Vec<(SourceChunk, f32)> = order.into_iter().map(|i| (chunks[i].clone(), 0.0)).collect();
     merge(&ranked)
@@ -162,22 +164,25 @@ pub fn whole_documents(chunks: &[SourceChunk]) -> Vec<Source> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use knowhow_core::{ChunkId, ChunkLocation};
+
     use super::*;
 
     /// A chunk of `document` covering characters `start..end` of `text`.
     pub(crate) fn chunk(document: &str, ordinal: u32, text: &str, start: usize, end: usize) -> SourceChunk {
         let piece: String = text.chars().skip(start).take(end - start).collect();
         SourceChunk {
-            document_id: document.into(),
-            ordinal,
+            id: ChunkId::new(document, ordinal),
             title: format!("Title of {document}"),
             source: format!("/docs/{document}.md"),
-            heading_path: vec!["Intro".into()],
-            pages: None,
-            start,
-            end,
-            char_start: start,
-            char_end: end,
+            location: ChunkLocation {
+                heading_path: vec!["Intro".into()],
+                pages: None,
+                start,
+                end,
+                char_start: start,
+                char_end: end,
+            },
             text: piece,
         }
     }

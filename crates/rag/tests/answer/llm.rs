@@ -204,7 +204,7 @@ fn hybrid_answer_cites_numbered_sources_and_drops_invalid_markers_with_a_scripte
         notices.iter().any(|n| n.contains("fell back to lexical")),
         "{notices:?}"
     );
-    assert_eq!(answer.retrieved[0].document_id, "curie");
+    assert_eq!(answer.retrieved[0].id.document_id, "curie");
     assert_eq!(answer.model, "scripted-test-model");
     assert_eq!(answer.usage.map(|u| u.completion_tokens), Some(10));
     assert_eq!(answer.prompt_hash.len(), 64);

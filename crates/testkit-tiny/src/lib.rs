@@ -1,11 +1,25 @@
 //! A tiny Llama, pre-trained from scratch in seconds, for demonstrations and tests where no pretrained LLM can be
-//! downloaded.
+//! downloaded: a dev-dependency only, never in the binary.
 //!
 //! The task is single-digit addition answered in words: the prompt `3+4` is rendered `<s>3+4=` and the answer
-//! `seven` is followed by `</s>`. The tokenizer is character-level (printable ASCII plus `<unk> <pad> <s> </s>`), the chat template is
-//! the one above, and every weight is trained ([`Decoder::new`] over a `VarMap`). [`pretrain`] writes a complete
-//! Hugging Face folder (`config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json` with the
-//! chat template) that `knowhow tune` and `knowhow eval tune` load like any other base model.
+//! `seven` is followed by `</s>`. The tokenizer is character-level (printable ASCII plus `<unk> <pad> <s> </s>`),
+//! the chat template is the one above, and every weight is trained ([`Decoder::new`] over a `VarMap`). [`pretrain`]
+//! writes a complete Hugging Face folder (`config.json`, `model.safetensors`, `tokenizer.json`,
+//! `tokenizer_config.json` with the chat template) that `knowhow tune` and `knowhow eval tune` load like any other
+//! base model.
+//!
+//! It is a crate of its own, apart from `knowhow-testkit`, because it links candle, `knowhow-models` and
+//! `knowhow-tune`: only the tests that train a decoder pay for building them, not every test that needs the HTTP
+//! server or an environment switch.
+//!
+//! ```no_run
+//! use knowhow_testkit_tiny::{self as tiny, TinyOptions};
+//!
+//! let dir = std::env::temp_dir().join("tiny-base");
+//! let report = tiny::pretrain(&dir, &tiny::addition_pairs(), &TinyOptions::default()).unwrap();
+//! eprintln!("{} parameters, final loss {:.4}", report.parameters, report.final_loss);
+//! // `dir` is now a base model folder, for `knowhow_tune::base::Base::load` or `knowhow tune --base DIR`.
+//! ```
 
 use std::path::Path;
 use std::time::{Duration, Instant};

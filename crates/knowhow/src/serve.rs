@@ -1,0 +1,92 @@
+//! `knowhow serve`: the models over HTTP in the OpenAI wire protocol (see `knowhow_server`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use knowhow_server::{ServeOptions, Server};
+use serde_json::json;
+
+use crate::{embedding, output, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free one. Loopback only: API keys do not exist yet, and a server
+    /// without keys must not answer the network
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDRESS")]
+    listen: SocketAddr,
+    /// Embedding model served on /v1/embeddings: a name, a folder, or openai:BASE_URL#MODEL
+    #[arg(long, default_value = knowhow_hub::DEFAULT_EMBEDDING_MODEL, value_name = "MODEL")]
+    embed_model: String,
+    /// Texts per embedding batch
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    embed_batch: usize,
+    /// Requests waiting for a model worker beyond which the server answers 503 with retry-after
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    queue: usize,
+    /// Largest request body accepted, in bytes (larger ones are answered 413)
+    #[arg(long, default_value_t = ServeOptions::default().max_body_bytes, value_name = "BYTES")]
+    max_body_bytes: usize,
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let options = ServeOptions {
+        listen: args.listen,
+        queue: args.queue,
+        max_body_bytes: args.max_body_bytes,
+        ..ServeOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(context, &args, &options))
+}
+
+async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow::Result<ExitCode> {
+    let server = Server::bind(options).await?;
+    let address = server.local_addr()?;
+    if context.json {
+        output::json_line(&json!({"listening": format!("http://{address}")}));
+    } else {
+        eprintln!("knowhow serve: listening on http://{address} (loopback only; Ctrl-C stops)");
+    }
+    // The model loads beside the server, which answers /health (and 503 on /ready) meanwhile; a model that cannot
+    // load stops the server with its error.
+    let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let (failed, on_failure) = tokio::sync::oneshot::channel::<()>();
+    {
+        let readiness = server.readiness();
+        let failure = failure.clone();
+        let spec = args.embed_model.clone();
+        let batch = args.embed_batch;
+        let resolve_context = Context {
+            home: context.home.clone(),
+            collection: context.collection.clone(),
+            json: context.json,
+        };
+        std::thread::spawn(move || match embedding::load(&resolve_context, &spec, batch) {
+            Ok(loaded) => {
+                if !resolve_context.json {
+                    eprintln!("knowhow serve: ready, embedding with {}", loaded.pin);
+                }
+                readiness.set_embedder(loaded);
+            }
+            Err(error) => {
+                *failure.lock().expect("no panic holds it") = Some(error);
+                let _ = failed.send(());
+            }
+        });
+    }
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Ok(()) = on_failure => {}
+        }
+    };
+    server.run(shutdown).await?;
+    if let Some(error) = failure.lock().expect("no panic holds it").take() {
+        return Err(error.context(format!("cannot serve {}", args.embed_model)));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,213 @@
+//! `knowhow serve` end to end: the official OpenAI Python SDK (pinned in bench/requirements.txt) against a live
+//! server on loopback, with the real all-MiniLM-L6-v2; and the refusals that need no model.
+//!
+//! Needs KNOWHOW_TEST_MINILM (the model folder) and KNOWHOW_PYTHON (a Python with `openai`); skipped with a message
+//! when unset, failed instead when KNOWHOW_REQUIRE_REAL_MODELS=1.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Knowhow;
+use knowhow_testkit::env::required_env;
+
+const TEXTS: [&str; 3] = [
+    "The feline dozed all afternoon on the woven rug.",
+    "Interest rates rose again.",
+    "Magma pushed through the crust and the mountain erupted.",
+];
+
+/// A running `knowhow serve`, killed on drop.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(kh: &Knowhow, model: &str, extra: &[&str]) -> Served {
+    let mut child = kh
+        .command()
+        .args(["--json", "serve", "--listen", "127.0.0.1:0", "--embed-model", model])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    let url = line["listening"].as_str().unwrap().to_string();
+    let served = Served { child, url };
+    // /ready answers 503 while the model loads.
+    let agent = agent();
+    let started = Instant::now();
+    loop {
+        let status = agent
+            .get(format!("{}/ready", served.url))
+            .call()
+            .map(|r| r.status().as_u16());
+        if matches!(status, Ok(200)) {
+            return served;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not ready: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// `knowhow embed`'s vectors for TEXTS.
+fn embed_cli(kh: &Knowhow, model: &str) -> Vec<Vec<f32>> {
+    let input = kh.home.path().join("texts.txt");
+    std::fs::write(&input, TEXTS.join("\n")).unwrap();
+    kh.ok(&["embed", "--model", model, input.to_str().unwrap()])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn f32_rows(value: &serde_json::Value) -> Vec<Vec<f32>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_official_openai_sdk_gets_the_same_vectors_as_knowhow_embed_and_its_own_exceptions() {
+    let test = "the_official_openai_sdk_gets_the_same_vectors_as_knowhow_embed_and_its_own_exceptions";
+    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+        return;
+    };
+    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+        return;
+    };
+    let kh = Knowhow::new();
+    let served = serve(&kh, &model, &[]);
+    let models = agent()
+        .get(format!("{}/v1/models", served.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json::<serde_json::Value>()
+        .unwrap();
+    let model_id = models["data"][0]["id"].as_str().unwrap().to_string();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_sdk.py");
+    let texts = serde_json::to_string(&TEXTS).unwrap();
+    let out = std::process::Command::new(&python)
+        .args([script.to_str().unwrap(), &served.url, &model_id, &texts])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(seen["models"], serde_json::json!([model_id]));
+    assert_eq!(seen["model"], model_id.as_str());
+    assert_eq!(seen["indexes"], serde_json::json!([0, 1, 2]));
+    assert!(seen["usage"].as_u64().unwrap() > 10, "{}", seen["usage"]);
+    // Bit for bit: the SDK's default (base64) = encoding_format float = knowhow embed.
+    let expected = embed_cli(&kh, &model);
+    assert_eq!(expected.len(), TEXTS.len());
+    assert_eq!(f32_rows(&seen["float"]), expected);
+    assert_eq!(f32_rows(&seen["default"]), expected);
+    assert_eq!(f32_rows(&serde_json::json!([seen["single"]])), expected[..1]);
+    // Each error class is the SDK's own exception, with the status and field.
+    let errors = &seen["errors"];
+    assert_eq!(errors["unknown_model"]["status"], 404, "{errors}");
+    assert_eq!(errors["unknown_model"]["code"], "model_not_found");
+    assert_eq!(
+        errors["token_ids"],
+        serde_json::json!({"status": 400, "param": "input"})
+    );
+    assert_eq!(
+        errors["dimensions"],
+        serde_json::json!({"status": 400, "param": "dimensions"})
+    );
+}
+
+#[test]
+fn every_answer_has_a_request_id_errors_have_the_openai_shape_and_bodies_are_limited() {
+    let test = "every_answer_has_a_request_id_errors_have_the_openai_shape_and_bodies_are_limited";
+    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+        return;
+    };
+    let kh = Knowhow::new();
+    let served = serve(&kh, &model, &["--max-body-bytes", "1024"]);
+    let agent = agent();
+
+    let mut health = agent.get(format!("{}/health", served.url)).call().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let id = health
+        .headers()
+        .get("x-request-id")
+        .expect("a request id")
+        .to_str()
+        .unwrap();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let body: serde_json::Value = health.body_mut().read_json().unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let mut missing = agent.get(format!("{}/v1/nothing", served.url)).call().unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: serde_json::Value = missing.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["error"]["message"].is_string());
+
+    let mut broken = agent
+        .post(format!("{}/v1/embeddings", served.url))
+        .header("content-type", "application/json")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(broken.status().as_u16(), 400);
+    let body: serde_json::Value = broken.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["param"], "body");
+
+    let huge = serde_json::json!({"model": "default", "input": "x".repeat(4096)}).to_string();
+    let too_large = agent
+        .post(format!("{}/v1/embeddings", served.url))
+        .header("content-type", "application/json")
+        .send(huge.as_str())
+        .unwrap();
+    assert_eq!(too_large.status().as_u16(), 413);
+}
+
+#[test]
+fn without_api_keys_the_server_refuses_to_listen_beyond_loopback() {
+    let kh = Knowhow::new();
+    let out = kh.run(&["serve", "--listen", "0.0.0.0:0", "--embed-model", "/no/such/model"]);
+    assert!(!out.status.success());
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("0.0.0.0:0 is not a loopback address"), "{stderr}");
+}
+
+#[test]
+fn a_model_that_cannot_load_stops_the_server_with_its_error() {
+    let kh = Knowhow::new();
+    let out = kh.run(&["serve", "--listen", "127.0.0.1:0", "--embed-model", "/no/such/model"]);
+    assert!(!out.status.success());
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("listening on http://127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("cannot serve /no/such/model"), "{stderr}");
+}
