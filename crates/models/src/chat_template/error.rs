@@ -1,23 +1,14 @@
 //! What goes wrong while loading or rendering a chat template.
 
-use std::path::PathBuf;
-
 /// Why a chat template could not be loaded or rendered. Messages name the file the template came from and, for
 /// template errors, the line of the template.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatTemplateError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-
-    #[error("{} is not valid JSON: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
-
-    #[error("{}: `{field}` {problem}", path.display())]
-    Config {
-        path: PathBuf,
-        field: String,
-        problem: String,
-    },
+    /// A template or configuration file could not be read, or does not hold what it should: the crate's own file
+    /// errors, which name the file (and the field). Boxed: the crate's error is large, and every render returns
+    /// this type.
+    #[error(transparent)]
+    File(Box<crate::Error>),
 
     /// The template text does not parse.
     #[error("{origin}, template line {line}: {message}; fix the template or pass another one")]
@@ -47,4 +38,10 @@ pub enum ChatTemplateError {
     /// The input is not what templates take (a message that is not a JSON object, no template for the request).
     #[error("{origin}: {problem}")]
     Input { origin: String, problem: String },
+}
+
+impl From<crate::Error> for ChatTemplateError {
+    fn from(error: crate::Error) -> ChatTemplateError {
+        ChatTemplateError::File(Box::new(error))
+    }
 }

@@ -5,10 +5,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value as Json};
 
-use super::error::ChatTemplateError;
-
 /// `chat_template.jinja` (as `default`) and `additional_chat_templates/NAME.jinja`, as `(name, text, origin)`.
-pub(super) fn template_files(dir: &Path) -> Result<Vec<(String, String, String)>, ChatTemplateError> {
+pub(super) fn template_files(dir: &Path) -> Result<Vec<(String, String, String)>, crate::Error> {
     let mut files = Vec::new();
     let main = dir.join("chat_template.jinja");
     if main.is_file() {
@@ -16,14 +14,14 @@ pub(super) fn template_files(dir: &Path) -> Result<Vec<(String, String, String)>
     }
     let extra_dir = dir.join("additional_chat_templates");
     if extra_dir.is_dir() {
-        let entries = std::fs::read_dir(&extra_dir).map_err(|source| ChatTemplateError::Read {
+        let entries = std::fs::read_dir(&extra_dir).map_err(|source| crate::Error::Read {
             path: extra_dir.clone(),
             source,
         })?;
         let mut extra = Vec::new();
         for entry in entries {
             let path = entry
-                .map_err(|source| ChatTemplateError::Read {
+                .map_err(|source| crate::Error::Read {
                     path: extra_dir.clone(),
                     source,
                 })?
@@ -39,7 +37,7 @@ pub(super) fn template_files(dir: &Path) -> Result<Vec<(String, String, String)>
     files
         .into_iter()
         .map(|(name, path)| {
-            let text = std::fs::read_to_string(&path).map_err(|source| ChatTemplateError::Read {
+            let text = std::fs::read_to_string(&path).map_err(|source| crate::Error::Read {
                 path: path.clone(),
                 source,
             })?;
@@ -52,8 +50,8 @@ pub(super) fn template_files(dir: &Path) -> Result<Vec<(String, String, String)>
 pub(super) fn config_templates(
     path: &Path,
     config: &Map<String, Json>,
-) -> Result<Vec<(String, String, String)>, ChatTemplateError> {
-    let problem = |problem: &str| ChatTemplateError::Config {
+) -> Result<Vec<(String, String, String)>, crate::Error> {
+    let problem = |problem: &str| crate::Error::Config {
         path: path.to_owned(),
         field: "chat_template".into(),
         problem: problem.into(),
@@ -87,19 +85,19 @@ pub(super) fn config_templates(
 }
 
 /// A special token written as a string or as a serialized `AddedToken` (`{"content": "<s>", ...}`).
-pub(super) fn special_token(path: &Path, key: &str, value: &Json) -> Result<Option<String>, ChatTemplateError> {
+pub(super) fn special_token(path: &Path, key: &str, value: &Json) -> Result<Option<String>, crate::Error> {
     match value {
         Json::Null => Ok(None),
         Json::String(token) => Ok(Some(token.clone())),
         Json::Object(fields) => match fields.get("content") {
             Some(Json::String(token)) => Ok(Some(token.clone())),
-            _ => Err(ChatTemplateError::Config {
+            _ => Err(crate::Error::Config {
                 path: path.to_owned(),
                 field: key.into(),
                 problem: "is an object without a string `content`".into(),
             }),
         },
-        _ => Err(ChatTemplateError::Config {
+        _ => Err(crate::Error::Config {
             path: path.to_owned(),
             field: key.into(),
             problem: "must be a string or an AddedToken object".into(),
@@ -107,21 +105,21 @@ pub(super) fn special_token(path: &Path, key: &str, value: &Json) -> Result<Opti
     }
 }
 
-pub(super) fn read_optional_json_object(path: &Path) -> Result<Option<Map<String, Json>>, ChatTemplateError> {
+pub(super) fn read_optional_json_object(path: &Path) -> Result<Option<Map<String, Json>>, crate::Error> {
     if !path.is_file() {
         return Ok(None);
     }
-    let bytes = std::fs::read(path).map_err(|source| ChatTemplateError::Read {
+    let bytes = std::fs::read(path).map_err(|source| crate::Error::Read {
         path: path.to_owned(),
         source,
     })?;
-    let json: Json = serde_json::from_slice(&bytes).map_err(|source| ChatTemplateError::Json {
+    let json: Json = serde_json::from_slice(&bytes).map_err(|source| crate::Error::Json {
         path: path.to_owned(),
         source,
     })?;
     match json {
         Json::Object(map) => Ok(Some(map)),
-        _ => Err(ChatTemplateError::Config {
+        _ => Err(crate::Error::Config {
             path: path.to_owned(),
             field: "(top level)".into(),
             problem: "must be a JSON object".into(),
