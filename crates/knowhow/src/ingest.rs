@@ -115,7 +115,8 @@ pub fn ingest_paths(
 ) -> anyhow::Result<Summary> {
     let mut writer = context.home.open_writer(&context.collection, true)?;
     let embedder = embedding::for_ingest(context, &mut writer, embed_model, embed_batch)?;
-    let mut files = output::progress(0, context.json, "ingesting");
+    // Sized once the walk has counted the files.
+    let mut files = indicatif::ProgressBar::hidden();
     let mut embedding_bar = None;
     let mut on_event = |event: Event<'_>| match event {
         Event::Found { files: count } => {

@@ -92,6 +92,7 @@ enum Command {
 }
 
 /// What every command gets: where data lives, which collection, how to print.
+#[derive(Clone)]
 pub struct Context {
     pub home: Home,
     pub collection: CollectionRef,

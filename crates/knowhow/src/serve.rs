@@ -60,11 +60,7 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
         let failure = failure.clone();
         let spec = args.embed_model.clone();
         let batch = args.embed_batch;
-        let resolve_context = Context {
-            home: context.home.clone(),
-            collection: context.collection.clone(),
-            json: context.json,
-        };
+        let resolve_context = context.clone();
         std::thread::spawn(move || match embedding::load(&resolve_context, &spec, batch) {
             Ok(loaded) => {
                 if !resolve_context.json {
