@@ -33,17 +33,22 @@ pub struct Reader {
     vectors_dir: PathBuf,
     /// The vector file state dense searches use, mapped on the first one.
     vectors: Mutex<Option<Arc<VectorSnapshot>>>,
+    /// The lexical commit the searcher was last loaded at (see [`Reader::catch_up`]).
+    lexical_seq: Mutex<Option<u64>>,
 }
 
 impl Reader {
     /// A reader of the lexical index in `lexical_dir` and the vector file in
     /// `vectors_dir` (mapped on the first dense search).
     pub(crate) fn open(collection: CollectionRef, lexical_dir: &Path, vectors_dir: PathBuf) -> Result<Reader, Error> {
+        let lexical = LexicalIndex::open(lexical_dir)?;
+        let lexical_seq = Mutex::new(lexical.committed_seq()?);
         Ok(Reader {
             collection,
-            lexical: LexicalIndex::open(lexical_dir)?,
+            lexical,
             vectors_dir,
             vectors: Mutex::new(None),
+            lexical_seq,
         })
     }
 
@@ -130,6 +135,32 @@ impl Reader {
     /// Picks up commits made since the reader opened.
     pub fn refresh(&self) -> Result<(), Error> {
         *self.vectors.lock().expect("vector snapshot lock poisoned") = None;
+        *self.lexical_seq.lock().expect("lexical seq lock poisoned") = self.lexical.committed_seq()?;
         self.lexical.reload()
+    }
+
+    /// Picks up the commits made since this reader's view, and only when there are some: when nothing changed it
+    /// costs two small file reads (the lexical index's meta and the vector manifest), so a long-lived reader (the
+    /// server's) can call it before every query. Returns whether the view moved.
+    pub fn catch_up(&self) -> Result<bool, Error> {
+        let on_disk = self.lexical.committed_seq()?;
+        let mut changed = false;
+        {
+            let mut seen = self.lexical_seq.lock().expect("lexical seq lock poisoned");
+            if *seen != on_disk {
+                // A commit landing between the two reads only makes the next call reload once more.
+                self.lexical.reload()?;
+                *seen = on_disk;
+                changed = true;
+            }
+        }
+        let mut vectors = self.vectors.lock().expect("vector snapshot lock poisoned");
+        if let Some(snapshot) = &*vectors {
+            if vectors::stamp(&self.vectors_dir).map(|(seq, _)| seq) != Some(snapshot.seq) {
+                *vectors = None;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 }

@@ -461,6 +461,35 @@ fn searches_see_the_last_durable_state_while_a_writer_appends() {
 }
 
 #[test]
+fn catch_up_moves_a_reader_to_the_last_commit_only_when_there_is_one() {
+    let (_dir, home) = home();
+    let mut writer = pinned_writer(&home);
+    ingest(&mut writer, 4, 1);
+    writer.flush().expect("flush");
+    let reader = home.open_reader(&collection()).expect("reader");
+    let (old, new) = (chunk_vector("d3", 1, 0, MODEL), chunk_vector("d3", 2, 0, MODEL));
+    assert!((best_score(&reader, &old) - 1.0).abs() < 1e-5);
+    assert!(!reader.catch_up().expect("catch up"), "nothing was committed");
+    ingest(&mut writer, 4, 2);
+    writer.flush().expect("flush");
+    assert!(
+        (best_score(&reader, &old) - 1.0).abs() < 1e-5,
+        "the view holds until caught up"
+    );
+    assert!(reader.catch_up().expect("catch up"));
+    assert!((best_score(&reader, &new) - 1.0).abs() < 1e-5);
+    let ranked = reader.rank("Document d3 paragraph", 1).expect("rank");
+    let texts = reader.chunk_texts(&[ranked[0].id.clone()]).expect("texts");
+    assert_eq!(
+        common::version_of(texts[0].as_deref().expect("a text")),
+        2,
+        "the lexical view moved too"
+    );
+    assert!(!reader.catch_up().expect("catch up"));
+    writer.finish().expect("finish");
+}
+
+#[test]
 fn a_reembed_interrupted_midway_keeps_the_old_model_and_a_rerun_finishes() {
     let (_dir, home) = home();
     let new_model = pin("model-b", DIMENSION);

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,21 +93,12 @@ pub struct Args {
 
 /// The audit log of a namespace: one JSON line per answer.
 pub fn audit_log_path(context: &Context) -> PathBuf {
-    context
-        .home
-        .root()
-        .join("logs")
-        .join(&context.collection.namespace)
-        .join("answers.jsonl")
+    knowhow_rag::answer::answers_log(context.home.root(), &context.collection.namespace)
 }
 
 /// Appends `answer` to the namespace's audit log.
 pub fn log_answer(context: &Context, answer: &Answer, adapter: Option<String>) -> anyhow::Result<()> {
-    let path = audit_log_path(context);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    answer.audit_record(adapter).append_to(&path)?;
+    answer.audit_record(adapter).append_to(&audit_log_path(context))?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod embed;
 mod embedding;
 mod eval;
 mod ingest;
+mod keys;
 mod llm;
 mod log;
 mod model;
@@ -84,8 +85,12 @@ enum Command {
     /// List, show, remove, export or merge fine-tuned adapters
     #[command(subcommand)]
     Adapters(adapters::Command),
-    /// Serve the models over HTTP in the OpenAI wire protocol (/v1/embeddings, /v1/models, /health, /ready)
+    /// Serve the knowledge base and the models over HTTP: the OpenAI wire protocol (/v1/embeddings,
+    /// /v1/models), the knowledge-base API (/v1/collections), /health, /ready and /metrics
     Serve(serve::Args),
+    /// Create, list or revoke the API keys `knowhow serve` accepts
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Download, list or remove embedding and reranking models
     #[command(subcommand, after_long_help = model::RESOLUTION_HELP)]
     Model(model::Command),
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         Command::Eval(command) => eval::run(&context, command),
         Command::Model(command) => model::run(&context, command),
         Command::Serve(args) => serve::run(&context, args),
+        Command::Keys(command) => keys::run(&context, command),
         Command::Ask(args) => ask::run(&context, args),
         Command::Quickstart(args) => quickstart::run(&context, args),
         Command::Log(args) => log::run(&context, args),

@@ -1,4 +1,4 @@
-//! `knowhow serve`: the models over HTTP in the OpenAI wire protocol (see `knowhow_server`).
+//! `knowhow serve`: the knowledge base and the models over HTTP (see `knowhow_server`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,8 +11,8 @@ use crate::{embedding, output, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Address to listen on; port 0 picks a free one. Loopback only: API keys do not exist yet, and a server
-    /// without keys must not answer the network
+    /// Address to listen on; port 0 picks a free one. Beyond loopback only once `knowhow keys create` has made
+    /// a key: a server without keys must not answer the network
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDRESS")]
     listen: SocketAddr,
     /// Embedding model served on /v1/embeddings: a name, a folder, or openai:BASE_URL#MODEL
@@ -44,12 +44,22 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow::Result<ExitCode> {
-    let server = Server::bind(options).await?;
+    let server = match Server::bind(options, context.home.clone()).await {
+        Err(error @ knowhow_server::ServeError::NotLoopback(_)) => {
+            let error = output::fail(&anyhow::Error::from(error));
+            eprintln!("hint: `knowhow keys create --namespace NS` makes a key; then every request needs one");
+            return Ok(error);
+        }
+        other => other?,
+    };
     let address = server.local_addr()?;
+    let keys = knowhow_server::keys::KeyStore::in_home(context.home.root()).list()?;
     if context.json {
-        output::json_line(&json!({"listening": format!("http://{address}")}));
+        output::json_line(&json!({"listening": format!("http://{address}"), "keys": !keys.is_empty()}));
+    } else if keys.is_empty() {
+        eprintln!("knowhow serve: listening on http://{address} without API keys (loopback only; Ctrl-C stops)");
     } else {
-        eprintln!("knowhow serve: listening on http://{address} (loopback only; Ctrl-C stops)");
+        eprintln!("knowhow serve: listening on http://{address}; every /v1 request needs an API key (Ctrl-C stops)");
     }
     // The model loads beside the server, which answers /health (and 503 on /ready) meanwhile; a model that cannot
     // load stops the server with its error.

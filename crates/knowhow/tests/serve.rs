@@ -5,69 +5,20 @@
 //! when unset, failed instead when KNOWHOW_REQUIRE_REAL_MODELS=1.
 
 mod common;
+#[path = "serve/support.rs"]
+mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use common::Knowhow;
 use knowhow_testkit::env::required_env;
+use support::{agent, serve};
 
 const TEXTS: [&str; 3] = [
     "The feline dozed all afternoon on the woven rug.",
     "Interest rates rose again.",
     "Magma pushed through the crust and the mountain erupted.",
 ];
-
-/// A running `knowhow serve`, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(kh: &Knowhow, model: &str, extra: &[&str]) -> Served {
-    let mut child = kh
-        .command()
-        .args(["--json", "serve", "--listen", "127.0.0.1:0", "--embed-model", model])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
-    let url = line["listening"].as_str().unwrap().to_string();
-    let served = Served { child, url };
-    // /ready answers 503 while the model loads.
-    let agent = agent();
-    let started = Instant::now();
-    loop {
-        let status = agent
-            .get(format!("{}/ready", served.url))
-            .call()
-            .map(|r| r.status().as_u16());
-        if matches!(status, Ok(200)) {
-            return served;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "not ready: {status:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
 
 /// `knowhow embed`'s vectors for TEXTS.
 fn embed_cli(kh: &Knowhow, model: &str) -> Vec<Vec<f32>> {

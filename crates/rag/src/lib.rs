@@ -69,6 +69,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A mode that embeds the query was asked of a collection whose model the caller does not hold.
+    #[error(
+        "{collection}'s vectors come from {model}, which is not loaded here ({reason}): ask for lexical retrieval"
+    )]
+    QueryModelNotHeld {
+        collection: CollectionRef,
+        model: String,
+        reason: String,
+    },
     /// Walking the given paths or the chunker's settings failed before any file was read.
     #[error("{0}")]
     Ingest(String),

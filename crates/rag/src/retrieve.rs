@@ -100,10 +100,10 @@ impl Default for Options {
     }
 }
 
-/// A retrieved chunk, with how each stage ranked it (ranks start at 1).
+/// A retrieved chunk, with how each stage that ran ranked and scored it (ranks start at 1).
 ///
 /// A [`ScoredChunk`] with the fusion and re-ranking details added. Serialized
-/// flat: `document_id`, `ordinal`, `score`, then the ranks each stage gave.
+/// flat: `document_id`, `ordinal`, `score`, then each stage's rank and score.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Retrieved {
     #[serde(flatten)]
@@ -115,6 +115,15 @@ pub struct Retrieved {
     pub lexical_rank: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dense_rank: Option<usize>,
+    /// The BM25 score, when the chunk is in the lexical list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_score: Option<f32>,
+    /// The inner product with the query, when the chunk is in the dense list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_score: Option<f32>,
+    /// The Reciprocal Rank Fusion score (hybrid and rerank).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused_score: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerank_score: Option<f32>,
 }
@@ -126,7 +135,24 @@ impl Retrieved {
             score: chunk.score,
             lexical_rank: None,
             dense_rank: None,
+            lexical_score: None,
+            dense_score: None,
+            fused_score: None,
             rerank_score: None,
+        }
+    }
+
+    fn lexical(chunk: ScoredChunk) -> Retrieved {
+        Retrieved {
+            lexical_score: Some(chunk.score),
+            ..Retrieved::from_scored(chunk)
+        }
+    }
+
+    fn dense(chunk: ScoredChunk) -> Retrieved {
+        Retrieved {
+            dense_score: Some(chunk.score),
+            ..Retrieved::from_scored(chunk)
         }
     }
 }
@@ -150,8 +176,8 @@ pub fn retrieve(
         Ok(reader.dense(&vector, limit, options.filter.as_ref())?)
     };
     match mode {
-        Mode::Lexical => Ok(reader.rank(query, k)?.into_iter().map(Retrieved::from_scored).collect()),
-        Mode::Dense => Ok(dense(k)?.into_iter().map(Retrieved::from_scored).collect()),
+        Mode::Lexical => Ok(reader.rank(query, k)?.into_iter().map(Retrieved::lexical).collect()),
+        Mode::Dense => Ok(dense(k)?.into_iter().map(Retrieved::dense).collect()),
         Mode::Hybrid => {
             let limit = options.candidates.max(k);
             let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
@@ -195,11 +221,13 @@ fn fuse(lexical: &[ScoredChunk], dense: &[ScoredChunk], options: &Options) -> Re
     Ok(fused
         .into_iter()
         .map(|f| Retrieved {
-            id: f.key,
             score: f.score as f32,
             lexical_rank: f.ranks[0],
             dense_rank: f.ranks[1],
-            rerank_score: None,
+            lexical_score: f.ranks[0].map(|rank| lexical[rank - 1].score),
+            dense_score: f.ranks[1].map(|rank| dense[rank - 1].score),
+            fused_score: Some(f.score as f32),
+            ..Retrieved::from_scored(ScoredChunk { id: f.key, score: 0.0 })
         })
         .collect())
 }
@@ -249,6 +277,9 @@ mod tests {
         assert_eq!(ids, ["c", "b", "a", "d"]);
         assert_eq!((fused[0].lexical_rank, fused[0].dense_rank), (Some(3), Some(1)));
         assert_eq!((fused[3].lexical_rank, fused[3].dense_rank), (None, Some(2)));
+        assert_eq!((fused[0].lexical_score, fused[0].dense_score), (Some(7.0), Some(0.9)));
+        assert_eq!((fused[3].lexical_score, fused[3].dense_score), (None, Some(0.8)));
+        assert_eq!(fused[0].fused_score, Some(fused[0].score));
         let expected = 1.0 / 63.0 + 1.0 / 61.0;
         assert!((f64::from(fused[0].score) - expected).abs() < 1e-6);
 

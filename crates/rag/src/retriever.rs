@@ -1,6 +1,8 @@
 //! The retrieval-mode policy: which mode a query over a collection runs and the models it needs, loaded once and
 //! used for every query ([`Retriever`]). Shared by search, ask, eval and the server.
 
+use std::sync::Arc;
+
 use knowhow_core::CollectionRef;
 use knowhow_hub::ResolveOptions;
 use knowhow_index::Reader;
@@ -25,8 +27,8 @@ pub struct RetrieverSettings {
 /// Built once ([`Retriever::new`]), it answers any number of queries; it never downloads a model.
 pub struct Retriever {
     mode: Mode,
-    embedder: Option<LoadedEmbedder>,
-    reranker: Option<Reranker>,
+    embedder: Option<Arc<LoadedEmbedder>>,
+    reranker: Option<Arc<Reranker>>,
     options: Options,
     fallback: Option<LexicalFallback>,
 }
@@ -60,7 +62,7 @@ impl Retriever {
                 return Err(knowhow_index::Error::NoModel(collection.clone()).into());
             };
             match embedder_for_query(collection, settings.embed_model.as_deref(), pin, resolve, 32) {
-                Ok(loaded) => embedder = Some(loaded),
+                Ok(loaded) => embedder = Some(Arc::new(loaded)),
                 Err(e) if requested.is_none() => {
                     fallback = Some(LexicalFallback {
                         model: pin.id.clone(),
@@ -72,17 +74,74 @@ impl Retriever {
             }
         }
         let reranker = match mode {
-            Mode::Rerank => Some(load_reranker(&settings.rerank_model, resolve)?),
+            Mode::Rerank => Some(Arc::new(load_reranker(&settings.rerank_model, resolve)?)),
             _ => None,
         };
-        if settings.options.filter.is_some() && mode != Mode::Dense {
+        Retriever::assemble(mode, embedder, reranker, &settings.options, fallback)
+    }
+
+    /// A retriever over models the caller already holds, as a server does: one embedder shared by every collection
+    /// that pins its model, and a cross-encoder if it serves one. Never loads anything. `requested: None` picks
+    /// hybrid when the collection's vectors come from `embedder`'s model and lexical otherwise (then
+    /// [`Retriever::fallback`] says why); a requested mode whose model is not held is an error.
+    pub fn with_models(
+        reader: &Reader,
+        collection: &CollectionRef,
+        requested: Option<Mode>,
+        options: &Options,
+        embedder: Option<Arc<LoadedEmbedder>>,
+        reranker: Option<Arc<Reranker>>,
+    ) -> Result<Retriever, Error> {
+        let pin = reader.model_pin()?;
+        let mut mode = requested.unwrap_or(if pin.is_some() { Mode::Hybrid } else { Mode::Lexical });
+        let mut fallback = None;
+        let embedder = match (&pin, embedder) {
+            _ if mode == Mode::Lexical => None,
+            (None, _) => return Err(knowhow_index::Error::NoModel(collection.clone()).into()),
+            (Some(pin), Some(held)) if pin.same_model(&held.pin) => Some(held),
+            (Some(pin), held) => {
+                let reason = match held {
+                    Some(held) => format!("the embedding model held is {}", held.pin.id),
+                    None => "no embedding model is held".to_string(),
+                };
+                if requested.is_some() {
+                    return Err(Error::QueryModelNotHeld {
+                        collection: collection.clone(),
+                        model: pin.id.clone(),
+                        reason,
+                    });
+                }
+                fallback = Some(LexicalFallback {
+                    model: pin.id.clone(),
+                    reason,
+                });
+                mode = Mode::Lexical;
+                None
+            }
+        };
+        let reranker = match (mode, reranker) {
+            (Mode::Rerank, None) => return Err(Error::NeedsModel(mode, "a re-ranking model")),
+            (Mode::Rerank, reranker) => reranker,
+            _ => None,
+        };
+        Retriever::assemble(mode, embedder, reranker, options, fallback)
+    }
+
+    fn assemble(
+        mode: Mode,
+        embedder: Option<Arc<LoadedEmbedder>>,
+        reranker: Option<Arc<Reranker>>,
+        options: &Options,
+        fallback: Option<LexicalFallback>,
+    ) -> Result<Retriever, Error> {
+        if options.filter.is_some() && mode != Mode::Dense {
             return Err(Error::FilterNeedsDense(mode));
         }
         Ok(Retriever {
             mode,
             embedder,
             reranker,
-            options: settings.options.clone(),
+            options: options.clone(),
             fallback,
         })
     }
@@ -103,7 +162,7 @@ impl Retriever {
     }
 
     pub fn reranker(&self) -> Option<&Reranker> {
-        self.reranker.as_ref()
+        self.reranker.as_deref()
     }
 
     pub fn options(&self) -> &Options {
@@ -118,7 +177,7 @@ impl Retriever {
             k,
             self.mode,
             self.embedder(),
-            self.reranker.as_ref(),
+            self.reranker(),
             &self.options,
         )
     }

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::workers::WorkError;
+
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -64,6 +66,16 @@ impl ApiError {
             429 => "rate_limit_error",
             503 => "service_unavailable",
             _ => "server_error",
+        }
+    }
+}
+
+impl From<WorkError> for ApiError {
+    fn from(error: WorkError) -> ApiError {
+        match error {
+            WorkError::Busy => ApiError::unavailable("every worker is busy; retry shortly", 1),
+            WorkError::Panicked(message) => ApiError::internal(format!("the work failed: {message}")),
+            WorkError::Stopped => ApiError::unavailable("the server is shutting down", 5),
         }
     }
 }

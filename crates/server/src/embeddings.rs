@@ -9,7 +9,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::workers::WorkError;
 use crate::{ApiError, AppState};
 
 /// The most texts one request may embed (OpenAI's limit).
@@ -93,8 +92,9 @@ pub(crate) async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) 
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(work_error)?
+        .map_err(ApiError::from)?
         .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?;
+    state.metrics.embedded(vectors.len());
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -106,14 +106,6 @@ pub(crate) async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) 
         "model": model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
-}
-
-pub(crate) fn work_error(error: WorkError) -> ApiError {
-    match error {
-        WorkError::Busy => ApiError::unavailable("every worker is busy; retry shortly", 1),
-        WorkError::Panicked(message) => ApiError::internal(format!("the model failed: {message}")),
-        WorkError::Stopped => ApiError::unavailable("the server is shutting down", 5),
-    }
 }
 
 /// The texts of `input`: a string or a list of strings. Token-id arrays (OpenAI accepts them for its own

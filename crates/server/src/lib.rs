@@ -6,32 +6,45 @@
 //!                    └─ /health, /ready, x-request-id on every response, body limit (413)
 //! ```
 //!
-//! What is served today:
+//! What is served:
 //! - `POST /v1/embeddings`: the served embedding model (`model`: its id as `/v1/models` lists it, or `default`);
 //!   `input` a string or a list of strings; `encoding_format` `float` or `base64` (little-endian f32, what the
 //!   official Python SDK asks for by default); token-id arrays and a `dimensions` other than the model's are
 //!   refused with 400 naming the field.
 //! - `GET /v1/models`: the embedding model.
-//! - `GET /health` (live) and `GET /ready` (503 until the models are loaded).
+//! - The knowledge-base API under `/v1/collections` ([`kb`]): collections, documents, search with per-stage
+//!   scores, and extractive answers, in the caller's namespace.
+//! - `GET /health` (live), `GET /ready` (503 until the models are loaded), `GET /metrics` (Prometheus).
 //!
 //! Errors are OpenAI's `{"error": {"message", "type", "param", "code"}}` with the real status.
 //!
+//! Everything under `/v1` passes [`auth::authenticate`]: a bearer key from the home's key file ([`keys`]), which
+//! names the caller's namespaces, role and request rate. With no key in the file the server is the operator's
+//! own and listens on loopback only ([`ServeOptions::check`] refuses any other address); every request is counted
+//! in `/metrics` and written to `logs/requests.jsonl` with its key's prefix.
+//!
 //! Neural compute never runs on the async runtime: a handler hands a job to [`workers::Workers`], whose dedicated
-//! threads own the models, and awaits the answer. Without API keys (not implemented yet) the server listens on
-//! loopback only: [`ServeOptions::check`] refuses any other address.
+//! threads own the models, and awaits the answer.
 
 mod api_error;
+pub mod auth;
 mod embeddings;
+pub mod kb;
+pub mod keys;
+mod metrics;
 pub mod workers;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
+use knowhow_core::CollectionRef;
+use knowhow_index::{Home, Reader};
 use knowhow_rag::LoadedEmbedder;
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -66,10 +79,12 @@ impl Default for ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "{0} is not a loopback address: without API keys the server would answer anyone who can reach it, so it \
-         listens on loopback only (127.0.0.1 or ::1)"
+        "{0} is not a loopback address, and the home has no active API key: the server would answer anyone who \
+         can reach it, so without keys it listens on loopback only (127.0.0.1 or ::1)"
     )]
     NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -81,9 +96,10 @@ pub enum ServeError {
 }
 
 impl ServeOptions {
-    /// Refuses settings that would expose the server: no keys exist yet, so only loopback is allowed.
-    pub fn check(&self) -> Result<(), ServeError> {
-        if !self.listen.ip().is_loopback() {
+    /// Refuses settings that would expose the server: beyond loopback only with at least one active key.
+    pub fn check(&self, keys: &[keys::KeyRecord]) -> Result<(), ServeError> {
+        let now = knowhow_core::time::unix_now();
+        if !self.listen.ip().is_loopback() && !keys.iter().any(|k| k.active(now)) {
             return Err(ServeError::NotLoopback(self.listen));
         }
         Ok(())
@@ -97,6 +113,56 @@ pub(crate) struct AppState {
     workers: Workers,
     /// When the server started (the `created` of the models it lists).
     started: u64,
+    home: Home,
+    access: auth::Access,
+    metrics: metrics::Metrics,
+    requests: metrics::RequestLog,
+    /// One long-lived reader per collection searched, caught up before each use.
+    readers: Mutex<HashMap<CollectionRef, Arc<Reader>>>,
+}
+
+impl AppState {
+    /// The collection's reader, opened on first use and caught up with the last commit since.
+    async fn reader(self: &Arc<Self>, collection: &CollectionRef) -> Result<Arc<Reader>, ApiError> {
+        let cached = self
+            .readers
+            .lock()
+            .expect("no panic holds the reader lock")
+            .get(collection)
+            .cloned();
+        let state = self.clone();
+        let collection = collection.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(reader) = cached {
+                if reader.catch_up().is_ok() {
+                    return Ok(reader);
+                }
+                // Dropped or replaced underneath: open it afresh.
+                state.forget_reader(&collection);
+            }
+            let reader = Arc::new(
+                state
+                    .home
+                    .open_reader(&collection)
+                    .map_err(|e| kb::index_error(&collection, e))?,
+            );
+            state
+                .readers
+                .lock()
+                .expect("no panic holds the reader lock")
+                .insert(collection, reader.clone());
+            Ok(reader)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("opening the collection failed: {e}")))?
+    }
+
+    fn forget_reader(&self, collection: &CollectionRef) {
+        self.readers
+            .lock()
+            .expect("no panic holds the reader lock")
+            .remove(collection);
+    }
 }
 
 /// A bound server: its address is known before it serves (so `--listen 127.0.0.1:0` can say which port it got).
@@ -107,10 +173,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and starts the workers. The embedding model comes later ([`Server::set_embedder`]), so the
-    /// server answers `/health` (and 503 on `/ready`) while it loads.
-    pub async fn bind(options: &ServeOptions) -> Result<Server, ServeError> {
-        options.check()?;
+    /// Binds the listener and starts the workers, serving the collections and keys of `home`. The embedding model
+    /// comes later ([`Readiness::set_embedder`]), so the server answers `/health` (and 503 on `/ready`) while it
+    /// loads.
+    pub async fn bind(options: &ServeOptions, home: Home) -> Result<Server, ServeError> {
+        let key_store = keys::KeyStore::in_home(home.root());
+        options.check(&key_store.list()?)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| ServeError::Listen {
@@ -121,6 +189,11 @@ impl Server {
             embedder: OnceLock::new(),
             workers: Workers::start(options.workers, options.queue),
             started: knowhow_core::time::unix_now(),
+            access: auth::Access::new(key_store, !options.listen.ip().is_loopback())?,
+            metrics: metrics::Metrics::default(),
+            requests: metrics::RequestLog::new(home.root().join("logs").join("requests.jsonl")),
+            home,
+            readers: Mutex::new(HashMap::new()),
         });
         Ok(Server {
             listener,
@@ -160,11 +233,17 @@ impl Readiness {
 
 fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .merge(kb::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
-        .route("/v1/models", get(models))
-        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/metrics", get(metrics::metrics))
+        .merge(api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

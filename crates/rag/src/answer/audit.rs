@@ -3,7 +3,7 @@
 //! answered.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use knowhow_core::ChunkId;
 use serde::Serialize;
@@ -26,6 +26,14 @@ pub struct AuditRecord {
     pub abstained: bool,
     /// The sources cited.
     pub cited: Vec<AuditSource>,
+    /// The public prefix of the API key the question came with (answers given by `knowhow serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The audit log of a namespace in the home at `home_root`: one JSON line per answer, from the CLI and the server.
+pub fn answers_log(home_root: &Path, namespace: &str) -> PathBuf {
+    home_root.join("logs").join(namespace).join("answers.jsonl")
 }
 
 /// A retrieved chunk and its final score, written flat: `document_id`,
@@ -76,6 +84,7 @@ impl Answer {
                     ordinals: s.ordinals.clone(),
                 })
                 .collect(),
+            key: None,
         }
     }
 }
@@ -89,6 +98,9 @@ impl AuditRecord {
         };
         let mut line = serde_json::to_vec(self).map_err(|e| audit(e.into()))?;
         line.push(b'\n');
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(audit)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -46,7 +46,7 @@ use crate::llm::{ChatModel, GenerationOptions, LlmError, Message, Usage};
 use crate::models::{Embedder, Reranker};
 use crate::retrieve::{Mode, Retrieved};
 
-pub use audit::{AuditChunk, AuditRecord, AuditSource};
+pub use audit::{answers_log, AuditChunk, AuditRecord, AuditSource};
 pub use citations::{Checked, Citation};
 pub use evidence::{is_abstention, question_terms, term_coverage};
 pub use extractive::{Extract, ExtractOptions};

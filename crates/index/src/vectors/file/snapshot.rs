@@ -9,6 +9,8 @@ use crate::{io_error, Error, ModelPin};
 /// A reader's view of the vector file: the state of one manifest.
 pub(crate) struct VectorSnapshot {
     pub(crate) pin: Option<ModelPin>,
+    /// The store sequence number of the manifest this view was loaded from.
+    pub(crate) seq: u64,
     /// The live document versions, in row order.
     pub(crate) docs: Vec<DocRecord>,
     rows: Option<memmap2::Mmap>,
@@ -55,6 +57,7 @@ impl VectorSnapshot {
             .map(|(_, doc)| doc)
             .collect();
         Ok(VectorSnapshot {
+            seq: manifest.seq,
             pin: manifest.pin,
             docs,
             rows,

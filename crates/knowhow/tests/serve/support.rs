@@ -1,0 +1,112 @@
+//! A live `knowhow serve` for the end-to-end tests, and an HTTP client for it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Knowhow;
+
+/// A running `knowhow serve`, killed on drop.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `knowhow serve` on a free loopback port, once it is ready.
+pub fn serve(kh: &Knowhow, model: &str, extra: &[&str]) -> Served {
+    serve_on(kh, "127.0.0.1:0", model, extra)
+}
+
+/// `knowhow serve --listen LISTEN`, once it is ready.
+pub fn serve_on(kh: &Knowhow, listen: &str, model: &str, extra: &[&str]) -> Served {
+    let mut child = kh
+        .command()
+        .args(["--json", "serve", "--listen", listen, "--embed-model", model])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    let url = line["listening"].as_str().unwrap().to_string();
+    let served = Served { child, url };
+    // /ready answers 503 while the model loads.
+    let agent = agent();
+    let started = Instant::now();
+    loop {
+        let status = agent
+            .get(format!("{}/ready", served.url))
+            .call()
+            .map(|r| r.status().as_u16());
+        if matches!(status, Ok(200)) {
+            return served;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not ready: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// One answer: status, headers and the body as JSON (`null` when it is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `method path` with an optional bearer key and JSON body.
+pub fn call(url: &str, method: &str, path: &str, key: Option<&str>, body: Option<serde_json::Value>) -> Answer {
+    let agent = agent();
+    let uri = format!("{url}{path}");
+    let mut request = ureq::http::Request::builder().method(method).uri(&uri);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let mut response = match body {
+        Some(body) => agent
+            .run(
+                request
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .unwrap(),
+            )
+            .unwrap(),
+        None => agent.run(request.body(()).unwrap()).unwrap(),
+    };
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    }
+}

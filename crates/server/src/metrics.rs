@@ -1,0 +1,217 @@
+//! `/metrics` in the Prometheus text format, and the request log: what every request did, recorded by
+//! [`observe`].
+//!
+//! Counters and histograms are kept in plain maps behind one lock each: a request touches them once, after its
+//! answer is ready, so the lock is never held across any work.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::AppState;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        for (count, bound) in self.counts.iter().zip(BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// The server's counters.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// Requests by (route, method, status).
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// End-to-end latency by route.
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Seconds spent in each retrieval stage.
+    stages: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Texts embedded for `/v1/embeddings`.
+    embedded: Mutex<u64>,
+}
+
+impl Metrics {
+    pub(crate) fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stages
+            .lock()
+            .expect("metrics lock")
+            .entry(stage)
+            .or_default()
+            .observe(seconds);
+    }
+
+    pub(crate) fn embedded(&self, texts: usize) {
+        *self.embedded.lock().expect("metrics lock") += texts as u64;
+    }
+
+    fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((route.to_string(), method.to_string(), status))
+            .or_default() += 1;
+        self.latency
+            .lock()
+            .expect("metrics lock")
+            .entry(route.to_string())
+            .or_default()
+            .observe(seconds);
+    }
+
+    fn render(&self, queue_depth: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP knowhow_requests_total Requests answered, by route, method and status.\n");
+        out.push_str("# TYPE knowhow_requests_total counter\n");
+        for ((route, method, status), count) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "knowhow_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP knowhow_request_duration_seconds Time from request to the answer's headers.\n");
+        out.push_str("# TYPE knowhow_request_duration_seconds histogram\n");
+        for (route, histogram) in self.latency.lock().expect("metrics lock").iter() {
+            histogram.write(
+                &mut out,
+                "knowhow_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
+        }
+        out.push_str("# HELP knowhow_retrieval_stage_seconds Time spent in each retrieval stage.\n");
+        out.push_str("# TYPE knowhow_retrieval_stage_seconds histogram\n");
+        for (stage, histogram) in self.stages.lock().expect("metrics lock").iter() {
+            histogram.write(
+                &mut out,
+                "knowhow_retrieval_stage_seconds",
+                &format!("stage=\"{stage}\""),
+            );
+        }
+        out.push_str("# HELP knowhow_queue_depth Model jobs waiting for a worker.\n");
+        out.push_str("# TYPE knowhow_queue_depth gauge\n");
+        let _ = writeln!(out, "knowhow_queue_depth {queue_depth}");
+        out.push_str("# HELP knowhow_embedded_texts_total Texts embedded for /v1/embeddings.\n");
+        out.push_str("# TYPE knowhow_embedded_texts_total counter\n");
+        let _ = writeln!(
+            out,
+            "knowhow_embedded_texts_total {}",
+            self.embedded.lock().expect("metrics lock")
+        );
+        out
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.metrics.render(state.workers.waiting());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The request log, `logs/requests.jsonl` in the home: one line per request with its key's prefix.
+pub(crate) struct RequestLog {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl RequestLog {
+    pub(crate) fn new(path: PathBuf) -> RequestLog {
+        RequestLog {
+            path,
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Appends one line. A log that cannot be written is said on stderr once per failure and never fails the
+    /// request it describes.
+    fn append(&self, line: &serde_json::Value) {
+        let mut file = self.file.lock().expect("no panic holds the log lock");
+        if file.is_none() {
+            let opened = self
+                .path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&self.path));
+            match opened {
+                Ok(opened) => *file = Some(opened),
+                Err(e) => {
+                    eprintln!("knowhow serve: cannot open {}: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+        let mut bytes = serde_json::to_vec(line).expect("a JSON value serializes");
+        bytes.push(b'\n');
+        if let Err(e) = file.as_mut().expect("opened above").write_all(&bytes) {
+            eprintln!("knowhow serve: cannot append to {}: {e}", self.path.display());
+            *file = None;
+        }
+    }
+}
+
+/// Middleware on every route: counts the request by route and status, times it, and logs it.
+pub(crate) async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let method = request.method().to_string();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    state.metrics.request(&route, &method, status, seconds);
+    if route != "/health" && route != "/ready" && route != "/metrics" {
+        let key = response.extensions().get::<Caller>().and_then(|c| c.prefix.clone());
+        state.requests.append(&json!({
+            "time": knowhow_core::time::UtcDateTime::now().rfc3339(),
+            "request_id": request_id,
+            "key": key,
+            "method": method,
+            "path": path,
+            "status": status,
+            "ms": (seconds * 1000.0 * 1000.0).round() / 1000.0,
+        }));
+    }
+    response
+}
