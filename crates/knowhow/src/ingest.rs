@@ -152,6 +152,7 @@ pub fn ingest_paths(
             }
         }
         Event::Batch { files: count } => files.inc(count as u64),
+        Event::Preparing { .. } => {}
     };
     let summary = pipeline::ingest(writer, embedder.as_ref(), paths, options, &mut on_event)?;
     files.finish_and_clear();

@@ -27,6 +27,9 @@ pub struct Args {
     /// Largest request body accepted, in bytes (larger ones are answered 413)
     #[arg(long, default_value_t = ServeOptions::default().max_body_bytes, value_name = "BYTES")]
     max_body_bytes: usize,
+    /// Largest document upload accepted, all its files together, in bytes (larger ones are answered 413)
+    #[arg(long, default_value_t = ServeOptions::default().max_upload_bytes, value_name = "BYTES")]
+    max_upload_bytes: usize,
 }
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -34,6 +37,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         queue: args.queue,
         max_body_bytes: args.max_body_bytes,
+        max_upload_bytes: args.max_upload_bytes,
         ..ServeOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -53,6 +53,13 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may see `namespace`'s things (a job, say), whichever namespace the request names.
+    pub fn holds(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|held| held.iter().any(|n| n == namespace))
+    }
+
     /// The collection `name` in this request's namespace. A name that cannot exist is a 404 like any other.
     pub fn collection(&self, name: &str) -> Result<CollectionRef, ApiError> {
         CollectionRef::new(&self.namespace()?, name).map_err(|_| ApiError::not_found(no_collection(name)))

@@ -9,6 +9,7 @@
 //! DELETE /v1/collections/{c}/documents/{id}           remove (write)
 //! POST   /v1/collections/{c}/search   {"query", "mode", "k", "filters"}   ranked chunks, per-stage scores
 //! POST   /v1/collections/{c}/ask      {"question", "mode", "k"}           the answer JSON of `knowhow ask --json`
+//! POST   /v1/collections/{c}/documents, /v1/jobs/{id}: uploads and their jobs (see [`crate::upload`])
 //! ```
 //!
 //! A collection of another namespace is answered exactly like one that does not exist (404), so a key learns
@@ -37,11 +38,14 @@ use crate::{ApiError, AppState};
 /// The most chunks one search or answer may ask for.
 const MAX_K: usize = 100;
 
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes(max_upload_bytes: usize) -> Router<Arc<AppState>> {
+    let upload = post(crate::upload::upload).layer(axum::extract::DefaultBodyLimit::max(max_upload_bytes));
     Router::new()
         .route("/v1/collections", get(list).post(create))
         .route("/v1/collections/{collection}", axum::routing::delete(drop_collection))
-        .route("/v1/collections/{collection}/documents", get(documents))
+        .route("/v1/collections/{collection}/documents", get(documents).merge(upload))
+        .route("/v1/jobs/{id}", get(crate::upload::job))
+        .route("/v1/jobs/{id}/events", get(crate::upload::events))
         .route(
             "/v1/collections/{collection}/documents/{*id}",
             get(document).delete(remove_document),

@@ -29,14 +29,16 @@
 mod api_error;
 pub mod auth;
 mod embeddings;
+pub mod jobs;
 pub mod kb;
 pub mod keys;
 mod metrics;
+mod upload;
 pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
@@ -62,6 +64,8 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Largest request body in bytes (413 above).
     pub max_body_bytes: usize,
+    /// Largest document upload in bytes, all its files together (413 above).
+    pub max_upload_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -71,6 +75,7 @@ impl Default for ServeOptions {
             queue: 64,
             workers: 1,
             max_body_bytes: 8 * 1024 * 1024,
+            max_upload_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -109,7 +114,7 @@ impl ServeOptions {
 /// What every handler shares.
 pub(crate) struct AppState {
     /// Set once the embedding model is loaded; `/ready` answers 503 until then.
-    embedder: OnceLock<Arc<LoadedEmbedder>>,
+    embedder: jobs::EmbedderSlot,
     workers: Workers,
     /// When the server started (the `created` of the models it lists).
     started: u64,
@@ -119,6 +124,7 @@ pub(crate) struct AppState {
     requests: metrics::RequestLog,
     /// One long-lived reader per collection searched, caught up before each use.
     readers: Mutex<HashMap<CollectionRef, Arc<Reader>>>,
+    jobs: Arc<jobs::Jobs>,
 }
 
 impl AppState {
@@ -185,8 +191,10 @@ impl Server {
                 address: options.listen,
                 source,
             })?;
+        let embedder = jobs::EmbedderSlot::default();
         let state = Arc::new(AppState {
-            embedder: OnceLock::new(),
+            jobs: jobs::Jobs::start(home.clone(), embedder.clone())?,
+            embedder,
             workers: Workers::start(options.workers, options.queue),
             started: knowhow_core::time::unix_now(),
             access: auth::Access::new(key_store, !options.listen.ip().is_loopback())?,
@@ -197,7 +205,7 @@ impl Server {
         });
         Ok(Server {
             listener,
-            app: router(state.clone(), options.max_body_bytes),
+            app: router(state.clone(), options),
             state,
         })
     }
@@ -227,16 +235,19 @@ pub struct Readiness(Arc<AppState>);
 impl Readiness {
     /// Serves `embedder` from now on; `/ready` then answers 200. A second call is ignored.
     pub fn set_embedder(&self, embedder: LoadedEmbedder) {
-        let _ = self.0.embedder.set(Arc::new(embedder));
+        if self.0.embedder.set(Arc::new(embedder)).is_ok() {
+            // Interrupted ingest jobs need the model: they resume now.
+            self.0.jobs.resume();
+        }
     }
 }
 
-fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+fn router(state: Arc<AppState>, options: &ServeOptions) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
-        .merge(kb::routes())
+        .merge(kb::routes(options.max_upload_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -245,7 +256,7 @@ fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .merge(api)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

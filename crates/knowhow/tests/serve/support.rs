@@ -80,6 +80,12 @@ impl Answer {
 
 /// Sends `method path` with an optional bearer key and JSON body.
 pub fn call(url: &str, method: &str, path: &str, key: Option<&str>, body: Option<serde_json::Value>) -> Answer {
+    let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+    send(url, method, path, key, body)
+}
+
+/// Sends `method path` with an optional bearer key and a body of the given content type.
+pub fn send(url: &str, method: &str, path: &str, key: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Answer {
     let agent = agent();
     let uri = format!("{url}{path}");
     let mut request = ureq::http::Request::builder().method(method).uri(&uri);
@@ -87,13 +93,8 @@ pub fn call(url: &str, method: &str, path: &str, key: Option<&str>, body: Option
         request = request.header("authorization", format!("Bearer {key}"));
     }
     let mut response = match body {
-        Some(body) => agent
-            .run(
-                request
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .unwrap(),
-            )
+        Some((content_type, body)) => agent
+            .run(request.header("content-type", content_type).body(body).unwrap())
             .unwrap(),
         None => agent.run(request.body(()).unwrap()).unwrap(),
     };

@@ -147,6 +147,10 @@ pub enum Event<'a> {
         files: usize,
     },
     Skipped(&'a SkippedPath),
+    /// These files (their sources) are being read, parsed and chunked, as one batch.
+    Preparing {
+        sources: Vec<String>,
+    },
     /// A batch has this many chunks to embed; [`Event::Embedded`] follows as they are.
     Embedding {
         chunks: usize,
@@ -189,6 +193,12 @@ pub fn ingest(
         files: found.files.len(),
     });
     for batch in batches(&found.files) {
+        on_event(Event::Preparing {
+            sources: batch
+                .iter()
+                .map(|(path, _)| path.to_string_lossy().into_owned())
+                .collect(),
+        });
         let previous: Vec<Option<SourceRecord>> = batch
             .iter()
             .map(|(path, _)| writer.source(&path.to_string_lossy()))
