@@ -4,7 +4,10 @@
 //! that names where both live. Every other crate depends on this one and on
 //! nothing else of the workspace below it.
 
+mod cancel;
 pub mod time;
+
+pub use cancel::Cancellation;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -142,7 +142,7 @@ pub fn ask(
     context: &Context,
     question: &str,
     answer_context: &AnswerContext,
-    model: Option<&mut (dyn ChatModel + 'static)>,
+    model: Option<&mut (dyn ChatModel + Send + 'static)>,
     mode: AnswerMode,
     options: &AnswerOptions,
     show_prompt: bool,

@@ -42,6 +42,7 @@ impl GenerationArgs {
             top_p: self.top_p,
             seed: self.seed,
             stop: self.stop.clone(),
+            ..GenerationOptions::default()
         }
     }
 
@@ -57,7 +58,7 @@ pub fn load(
     context: &Context,
     spec: Option<&str>,
     args: &GenerationArgs,
-) -> anyhow::Result<Option<Box<dyn ChatModel>>> {
+) -> anyhow::Result<Option<Box<dyn ChatModel + Send>>> {
     let Some(spec) = spec.filter(|s| !s.is_empty() && *s != "extractive") else {
         if args.adapter.is_some() {
             anyhow::bail!("--adapter needs a local model: add --llm local:MODEL_FOLDER");

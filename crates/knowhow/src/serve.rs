@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
+use knowhow_server::chat::ChatBackend;
 use knowhow_server::{ServeOptions, Server};
 use serde_json::json;
 
@@ -15,6 +17,10 @@ pub struct Args {
     /// a key: a server without keys must not answer the network
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDRESS")]
     listen: SocketAddr,
+    /// Chat model served on /v1/chat/completions (and behind the rag:COLLECTION models): local:MODEL_FOLDER
+    /// (model id `local`) or openai:BASE_URL#MODEL (model id MODEL) [default: no chat model]
+    #[arg(long, env = "KNOWHOW_LLM", value_name = "SPEC")]
+    llm: Option<String>,
     /// Embedding model served on /v1/embeddings: a name, a folder, or openai:BASE_URL#MODEL
     #[arg(long, default_value = knowhow_hub::DEFAULT_EMBEDDING_MODEL, value_name = "MODEL")]
     embed_model: String,
@@ -75,16 +81,31 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
         let spec = args.embed_model.clone();
         let batch = args.embed_batch;
         let resolve_context = context.clone();
-        std::thread::spawn(move || match embedding::load(&resolve_context, &spec, batch) {
-            Ok(loaded) => {
-                if !resolve_context.json {
-                    eprintln!("knowhow serve: ready, embedding with {}", loaded.pin);
+        let llm = args.llm.clone();
+        std::thread::spawn(move || {
+            let loaded = load_chat(&resolve_context, llm.as_deref()).and_then(|chat| {
+                let embedder =
+                    embedding::load(&resolve_context, &spec, batch).with_context(|| format!("cannot serve {spec}"))?;
+                Ok((chat, embedder))
+            });
+            match loaded {
+                Ok((chat, embedder)) => {
+                    if !resolve_context.json {
+                        let chatting = chat
+                            .as_ref()
+                            .map(|c| format!(", chatting as {}", c.id))
+                            .unwrap_or_default();
+                        eprintln!("knowhow serve: ready, embedding with {}{chatting}", embedder.pin);
+                    }
+                    if let Some(chat) = chat {
+                        readiness.set_chat(chat);
+                    }
+                    readiness.set_embedder(embedder);
                 }
-                readiness.set_embedder(loaded);
-            }
-            Err(error) => {
-                *failure.lock().expect("no panic holds it") = Some(error);
-                let _ = failed.send(());
+                Err(error) => {
+                    *failure.lock().expect("no panic holds it") = Some(error);
+                    let _ = failed.send(());
+                }
             }
         });
     }
@@ -96,7 +117,36 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
     };
     server.run(shutdown).await?;
     if let Some(error) = failure.lock().expect("no panic holds it").take() {
-        return Err(error.context(format!("cannot serve {}", args.embed_model)));
+        return Err(error);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--llm` model with its id in `/v1/models`: `local` for a local folder, the model's name for a remote one.
+fn load_chat(context: &Context, spec: Option<&str>) -> anyhow::Result<Option<ChatBackend>> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let generation = crate::llm::GenerationArgs {
+        max_tokens: 512,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: None,
+        stop: Vec::new(),
+        context_tokens: 8192,
+        adapter: None,
+    };
+    let loaded =
+        crate::llm::load(context, Some(spec), &generation).with_context(|| format!("cannot serve --llm {spec}"))?;
+    let Some(model) = loaded else {
+        return Ok(None);
+    };
+    let id = match spec.strip_prefix("openai:") {
+        Some(remote) => remote.rsplit_once('#').map_or(remote, |(_, model)| model).to_string(),
+        None => "local".to_string(),
+    };
+    Ok(Some(ChatBackend {
+        id,
+        model: std::sync::Mutex::new(model),
+    }))
 }

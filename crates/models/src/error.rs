@@ -37,6 +37,10 @@ pub enum Error {
 
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+
+    /// Generation was cancelled (its [`knowhow_core::Cancellation`] raised) before it finished.
+    #[error("generation was cancelled")]
+    Cancelled,
 }
 
 /// A configuration error about `field` of the file at `path`.

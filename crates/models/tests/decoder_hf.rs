@@ -193,7 +193,7 @@ fn sampling_repeats_for_a_seed_and_stops_at_stop_strings() {
             top_p: 0.9,
             seed,
             stop,
-            eos_token_ids: Vec::new(),
+            ..GenerateOptions::default()
         };
         let mut streamed = String::new();
         let generation = generate(&decoder, &tokenizer, &case.prompt, &options, &mut |t| {
@@ -217,6 +217,16 @@ fn sampling_repeats_for_a_seed_and_stops_at_stop_strings() {
     assert_eq!(stopped.text, first.text[..cut]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
     assert!(stopped.tokens.len() <= first.tokens.len());
+
+    // A raised cancellation flag ends generation before the next token.
+    let cancel = knowhow_core::Cancellation::new();
+    cancel.cancel();
+    let options = GenerateOptions {
+        cancel,
+        ..GenerateOptions::default()
+    };
+    let cancelled = generate(&decoder, &tokenizer, &case.prompt, &options, &mut |_| {});
+    assert!(matches!(cancelled, Err(knowhow_models::Error::Cancelled)), "{cancelled:?}");
 }
 
 #[test]

@@ -57,6 +57,28 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
+    /// The same error naming the request field at fault.
+    pub fn with_param(self, param: &'static str) -> ApiError {
+        ApiError {
+            param: Some(param),
+            ..self
+        }
+    }
+
+    pub fn with_code(self, code: &'static str) -> ApiError {
+        ApiError { code, ..self }
+    }
+
+    /// The JSON body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind(),
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+
     /// OpenAI's error `type` for a status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
@@ -82,13 +104,7 @@ impl From<WorkError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message,
-            "type": self.kind(),
-            "param": self.param,
-            "code": self.code,
-        }});
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

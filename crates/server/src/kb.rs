@@ -81,7 +81,7 @@ pub(crate) fn index_error(collection: &CollectionRef, error: knowhow_index::Erro
     }
 }
 
-fn rag_error(collection: &CollectionRef, error: knowhow_rag::Error) -> ApiError {
+pub(crate) fn rag_error(collection: &CollectionRef, error: knowhow_rag::Error) -> ApiError {
     match error {
         knowhow_rag::Error::Index(error) => index_error(collection, error),
         error @ (knowhow_rag::Error::FilterNeedsDense(_)
@@ -259,7 +259,7 @@ fn mode(name: Option<&str>) -> Result<Option<Mode>, ApiError> {
         .transpose()
 }
 
-fn k(requested: Option<usize>, default: usize) -> Result<usize, ApiError> {
+pub(crate) fn k(requested: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match requested.unwrap_or(default) {
         0 => Err(ApiError::invalid("k", "k must be at least 1")),
         k if k > MAX_K => Err(ApiError::invalid("k", format!("k is at most {MAX_K}"))),
@@ -344,20 +344,23 @@ struct AskRequest {
     k: Option<usize>,
 }
 
-/// The answer modes this server can run: those without an LLM (it serves none yet).
-fn answer_mode(name: Option<&str>) -> Result<(AnswerMode, Option<Mode>), ApiError> {
+/// The answer mode `name` asks for and the retrieval it runs; the modes that need an LLM to drive them are
+/// refused unless `llm` (this request is answered by one).
+pub(crate) fn answer_mode(name: Option<&str>, llm: bool) -> Result<(AnswerMode, Option<Mode>), ApiError> {
     match name {
+        Some("agentic") if llm => Ok((AnswerMode::Agentic, None)),
+        Some("long-context") if llm => Ok((AnswerMode::LongContext, Some(Mode::Lexical))),
         None | Some("hybrid") => Ok((AnswerMode::Hybrid, None)),
         Some("dense") => Ok((AnswerMode::Dense, Some(Mode::Dense))),
         Some("lexical") => Ok((AnswerMode::Lexical, Some(Mode::Lexical))),
         Some("rerank") => Ok((AnswerMode::Rerank, Some(Mode::Rerank))),
         Some(other @ ("agentic" | "long-context")) => Err(ApiError::invalid(
             "mode",
-            format!("mode {other:?} needs an LLM to write the answer, and this server serves none"),
+            format!("mode {other:?} needs an LLM to write the answer: ask a chat completion of rag:COLLECTION"),
         )),
         Some(other) => Err(ApiError::invalid(
             "mode",
-            format!("unknown mode {other:?}: one of hybrid, dense, lexical, rerank"),
+            format!("unknown mode {other:?}: one of hybrid, dense, lexical, rerank, agentic, long-context"),
         )),
     }
 }
@@ -370,7 +373,7 @@ async fn ask(
 ) -> Result<Json<Value>, ApiError> {
     let collection = caller.collection(&name)?;
     let request: AskRequest = parse(&body, "an ask request ({\"question\": TEXT})")?;
-    let (answer_mode, requested) = answer_mode(request.mode.as_deref())?;
+    let (answer_mode, requested) = answer_mode(request.mode.as_deref(), false)?;
     let k = k(request.k, 8)?;
     let reader = state.reader(&collection).await?;
     let embedder = state.embedder.get().cloned();

@@ -28,6 +28,7 @@
 
 mod api_error;
 pub mod auth;
+pub mod chat;
 mod embeddings;
 pub mod jobs;
 pub mod kb;
@@ -125,6 +126,8 @@ pub(crate) struct AppState {
     /// One long-lived reader per collection searched, caught up before each use.
     readers: Mutex<HashMap<CollectionRef, Arc<Reader>>>,
     jobs: Arc<jobs::Jobs>,
+    /// Set once the chat model (`--llm`) is loaded; without one, chat completions answer 404.
+    chat: std::sync::OnceLock<Arc<chat::ChatBackend>>,
 }
 
 impl AppState {
@@ -202,6 +205,7 @@ impl Server {
             requests: metrics::RequestLog::new(home.root().join("logs").join("requests.jsonl")),
             home,
             readers: Mutex::new(HashMap::new()),
+            chat: std::sync::OnceLock::new(),
         });
         Ok(Server {
             listener,
@@ -233,6 +237,12 @@ impl Server {
 pub struct Readiness(Arc<AppState>);
 
 impl Readiness {
+    /// Serves `chat` for chat completions from now on. Call it before [`Readiness::set_embedder`], which makes the
+    /// server ready. A second call is ignored.
+    pub fn set_chat(&self, chat: chat::ChatBackend) {
+        let _ = self.0.chat.set(Arc::new(chat));
+    }
+
     /// Serves `embedder` from now on; `/ready` then answers 200. A second call is ignored.
     pub fn set_embedder(&self, embedder: LoadedEmbedder) {
         if self.0.embedder.set(Arc::new(embedder)).is_ok() {
@@ -247,6 +257,7 @@ fn router(state: Arc<AppState>, options: &ServeOptions) -> Router {
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/chat/completions", post(chat::completions))
         .merge(kb::routes(options.max_upload_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
@@ -270,8 +281,11 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /v1/models`: every model this server answers with.
-async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let data: Vec<serde_json::Value> = state
+async fn models(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<auth::Caller>,
+) -> Json<serde_json::Value> {
+    let mut data: Vec<serde_json::Value> = state
         .embedder
         .get()
         .map(|embedder| {
@@ -284,5 +298,10 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         })
         .into_iter()
         .collect();
+    let home = state.clone();
+    let chat = tokio::task::spawn_blocking(move || chat::models(&home, &caller))
+        .await
+        .unwrap_or_default();
+    data.extend(chat);
     Json(json!({"object": "list", "data": data}))
 }

@@ -49,6 +49,15 @@ impl Workers {
     /// Runs `job` on a worker and returns its result; refused at once with [`WorkError::Busy`] when the queue is
     /// full. A job that panics is reported as [`WorkError::Panicked`]; the worker goes on with the next one.
     pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, WorkError> {
+        self.submit(job)?.await
+    }
+
+    /// Queues `job` now (refused at once with [`WorkError::Busy`] when the queue is full) and returns its result
+    /// to await: a handler that streams learns whether the job was taken before it sends its first byte.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Result<T, WorkError>>, WorkError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let boxed: Job = Box::new(move || {
             let result = catch_unwind(AssertUnwindSafe(job)).map_err(|panic| panic_message(&panic));
@@ -62,11 +71,13 @@ impl Workers {
                 TrySendError::Disconnected(_) => WorkError::Stopped,
             });
         }
-        match answer.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(WorkError::Panicked(message)),
-            Err(_) => Err(WorkError::Stopped),
-        }
+        Ok(async move {
+            match answer.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(message)) => Err(WorkError::Panicked(message)),
+                Err(_) => Err(WorkError::Stopped),
+            }
+        })
     }
 
     /// Jobs queued and not yet started.

@@ -26,6 +26,8 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// End-of-sequence ids in addition to the model's own (config.json and generation_config.json).
     pub eos_token_ids: Vec<u32>,
+    /// Checked before each token: once raised, generation ends with [`Error::Cancelled`].
+    pub cancel: knowhow_core::Cancellation,
 }
 
 impl Default for GenerateOptions {
@@ -37,6 +39,7 @@ impl Default for GenerateOptions {
             seed: 0,
             stop: Vec::new(),
             eos_token_ids: Vec::new(),
+            cancel: knowhow_core::Cancellation::default(),
         }
     }
 }
@@ -97,6 +100,9 @@ pub fn generate(
     let mut cache = decoder.new_cache();
     let mut input = Tensor::new(prompt, decoder.device())?.unsqueeze(0)?;
     while tokens.len() < options.max_new_tokens {
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let last = decoder.forward_last(&input, Some(&mut cache))?.i(0)?.to_vec1::<f32>()?;
         let token = sampler.sample(&last);
         tokens.push(token);

@@ -192,6 +192,7 @@ impl ChatModel for LocalChatModel {
             seed: options.seed.unwrap_or(0),
             stop: options.stop.clone(),
             eos_token_ids,
+            cancel: options.cancel.clone(),
         };
         let stream = tools.is_empty();
         let mut on_text = |text: &str| {
@@ -199,8 +200,12 @@ impl ChatModel for LocalChatModel {
                 on_token(text);
             }
         };
-        let generation = generate(&self.decoder, &self.tokenizer, &prompt, &generate_options, &mut on_text)
-            .map_err(|e| LlmError::Model(e.to_string()))?;
+        let generation = generate(&self.decoder, &self.tokenizer, &prompt, &generate_options, &mut on_text).map_err(
+            |e| match e {
+                knowhow_models::Error::Cancelled => LlmError::Cancelled,
+                e => LlmError::Model(e.to_string()),
+            },
+        )?;
         let usage = Some(Usage {
             prompt_tokens: generation.prompt_tokens,
             completion_tokens: generation.completion_tokens,

@@ -103,6 +103,9 @@ pub struct GenerationOptions {
     /// Generation ends before any of these strings; they are not part of the
     /// answer.
     pub stop: Vec<String>,
+    /// Raised when nobody waits for the answer anymore: generation stops with
+    /// [`LlmError::Cancelled`] (local models check it before each token).
+    pub cancel: knowhow_core::Cancellation,
 }
 
 impl Default for GenerationOptions {
@@ -113,6 +116,7 @@ impl Default for GenerationOptions {
             top_p: 1.0,
             seed: None,
             stop: Vec::new(),
+            cancel: knowhow_core::Cancellation::default(),
         }
     }
 }
@@ -157,6 +161,9 @@ pub enum LlmError {
     /// The model could not run (shapes, weights, tokenizer).
     #[error("{0}")]
     Model(String),
+    /// The caller raised [`GenerationOptions::cancel`].
+    #[error("generation was cancelled")]
+    Cancelled,
     /// The prompt does not fit the model's context.
     #[error("the prompt has {prompt_tokens} tokens but the model's context holds {context_tokens}")]
     ContextOverflow {
