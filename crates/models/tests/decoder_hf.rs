@@ -226,7 +226,10 @@ fn sampling_repeats_for_a_seed_and_stops_at_stop_strings() {
         ..GenerateOptions::default()
     };
     let cancelled = generate(&decoder, &tokenizer, &case.prompt, &options, &mut |_| {});
-    assert!(matches!(cancelled, Err(knowhow_models::Error::Cancelled)), "{cancelled:?}");
+    assert!(
+        matches!(cancelled, Err(knowhow_models::Error::Cancelled)),
+        "{cancelled:?}"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use dom_query::{Document, NodeRef};
 use dom_smoothie::{Article, Readability};
 use knowhow_core::{Metadata, Section};
 
+use super::nesting::{html_too_deep, too_deep};
 use super::{Extracted, LoadError};
 
 /// Elements whose content is never text for a reader.
@@ -77,6 +78,9 @@ const BLOCKS: &[&str] = &[
 
 pub(crate) fn load(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Result<Extracted, LoadError> {
     let html = decode(bytes, encoding)?;
+    if let Some(at) = html_too_deep(&html) {
+        return Err(too_deep("the HTML", &at));
+    }
     let document = Document::from(html.as_str());
     let page_title = collapse_whitespace(&document.select("title").text());
     document.select(FURNITURE).remove();
@@ -98,7 +102,7 @@ pub(crate) fn load(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding
         (content, "readability")
     };
     if content.text.is_empty() {
-        return Err(LoadError::new(
+        return Err(LoadError::no_text(
             "no readable text found in the HTML page (it may be built by JavaScript at view time)",
         ));
     }
@@ -478,7 +482,7 @@ mod tests {
     #[test]
     fn a_page_without_text_is_an_error() {
         let err = load(b"<html><body><script>x()</script></body></html>", None).unwrap_err();
-        assert!(err.message.contains("no readable text"), "{err}");
+        assert!(err.message.starts_with("has no text: no readable text"), "{err}");
     }
 
     #[test]
@@ -527,6 +531,38 @@ mod tests {
         let html = format!("{}deep{}", "<div>".repeat(20_000), "</div>".repeat(20_000));
         let blocks = blocks_of(&Document::from(html.as_str()).root());
         assert_eq!(blocks.text, "deep");
+    }
+
+    /// 100,000 nested `<div>`s ran for minutes and overflowed the stack; a
+    /// page nested past the bound is refused at once, and one at the bound
+    /// still loads on a thread with the default stack of a worker.
+    #[test]
+    fn a_page_nested_past_the_bound_is_refused_and_one_within_it_loads() {
+        let started = std::time::Instant::now();
+        let deep = format!("<p>x</p>{}y{}", "<div>".repeat(100_000), "</div>".repeat(100_000));
+        let err = load(deep.as_bytes(), None).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.message.contains("more than 512 levels deep (at line 1)"), "{err}");
+        assert!(err.message.starts_with("refused: the HTML nests elements"), "{err}");
+
+        let depth = crate::load::MAX_NESTING_DEPTH - 4;
+        let within = format!(
+            "<html><body><main>{}<p>Still read at the bottom.</p>{}</main></body></html>",
+            "<div><span>".repeat(depth / 2),
+            "</span></div>".repeat(depth / 2)
+        );
+        let loaded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || load(within.as_bytes(), None))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.text, "Still read at the bottom.");
     }
 
     proptest::proptest! {

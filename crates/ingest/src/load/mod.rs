@@ -4,6 +4,7 @@
 
 mod docx;
 mod html;
+mod nesting;
 mod pdf;
 mod rows;
 mod text;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use knowhow_core::{Document, Metadata, Page, Section};
 
+pub use nesting::MAX_NESTING_DEPTH;
 pub use rows::RowFields;
 
 /// What a loader extracted from one document, before it gets an id.
@@ -41,6 +43,12 @@ impl LoadError {
             message: message.into(),
             remedy: None,
         }
+    }
+
+    /// The one error for a file with nothing to index, whatever its format:
+    /// `why` says what it holds instead.
+    pub(crate) fn no_text(why: &str) -> LoadError {
+        LoadError::new(format!("has no text: {why}; there is nothing to index"))
     }
 }
 
@@ -131,23 +139,34 @@ pub struct RowError {
 }
 
 /// Loads one file already read into memory. `source` is the file's absolute
-/// path: file documents take a hash of it as their id.
+/// path: file documents take a hash of it as their id. An empty file, or one
+/// of white space only, is refused the same way whatever its format.
 pub fn load_bytes(format: Format, bytes: &[u8], source: &str, options: &LoadOptions) -> Result<Loaded, LoadError> {
+    let content = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if content.is_empty() {
+        return Err(LoadError::no_text("the file is empty"));
+    }
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Err(LoadError::no_text("the file holds only white space"));
+    }
     let single = |mut extracted: Extracted| {
+        if extracted.text.trim().is_empty() {
+            return Err(LoadError::no_text("the file holds only white space"));
+        }
         if extracted.title.trim().is_empty() {
             extracted.title = title_from_source(source);
         }
-        Loaded {
+        Ok(Loaded {
             documents: vec![into_document(file_document_id(source), source.to_string(), extracted)],
             row_errors: Vec::new(),
-        }
+        })
     };
     match format {
-        Format::Markdown => Ok(single(text::load_markdown(bytes, options.encoding)?)),
-        Format::Text => Ok(single(text::load_text(bytes, options.encoding)?)),
-        Format::Html => Ok(single(html::load(bytes, options.encoding)?)),
-        Format::Pdf => Ok(single(pdf::load(bytes)?)),
-        Format::Docx => Ok(single(docx::load(bytes, options.max_expanded_bytes)?)),
+        Format::Markdown => single(text::load_markdown(bytes, options.encoding)?),
+        Format::Text => single(text::load_text(bytes, options.encoding)?),
+        Format::Html => single(html::load(bytes, options.encoding)?),
+        Format::Pdf => single(pdf::load(bytes)?),
+        Format::Docx => single(docx::load(bytes, options.max_expanded_bytes)?),
         Format::Csv => rows::load_csv(bytes, source, &options.row_fields),
         Format::Jsonl => rows::load_jsonl(bytes, source, &options.row_fields),
     }
@@ -177,4 +196,47 @@ fn title_from_source(source: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMATS: [Format; 7] = [
+        Format::Markdown,
+        Format::Text,
+        Format::Html,
+        Format::Pdf,
+        Format::Docx,
+        Format::Csv,
+        Format::Jsonl,
+    ];
+
+    /// An empty Markdown file used to become a document of no chunks, while an
+    /// empty DOCX was refused: every format now says the same.
+    #[test]
+    fn an_empty_or_blank_file_has_no_text_in_every_format() {
+        let options = LoadOptions::default();
+        for format in FORMATS {
+            for (bytes, why) in [
+                (&b""[..], "the file is empty"),
+                (b"\xEF\xBB\xBF", "the file is empty"),
+                (b" \n\t\r\n  ", "the file holds only white space"),
+            ] {
+                let err = load_bytes(format, bytes, "/docs/empty", &options).unwrap_err();
+                let expected = format!("has no text: {why}; there is nothing to index");
+                assert_eq!(err.message, expected, "{format:?} {bytes:?}");
+            }
+        }
+        // Blank once decoded: UTF-16 spaces, Unicode white space.
+        let mut utf16 = vec![0xFF, 0xFE];
+        utf16.extend("  \u{3000}\n".encode_utf16().flat_map(u16::to_le_bytes));
+        let nbsp = "\u{a0}\u{2003}\n".as_bytes();
+        for (format, bytes) in [(Format::Text, &utf16[..]), (Format::Markdown, nbsp)] {
+            let err = load_bytes(format, bytes, "/docs/blank", &options).unwrap_err();
+            assert!(err.message.starts_with("has no text: "), "{format:?}: {err}");
+        }
+        let loaded = load_bytes(Format::Markdown, b"\n# Title\n", "/docs/a.md", &options).unwrap();
+        assert_eq!(loaded.documents[0].title, "Title");
+    }
 }

@@ -49,6 +49,10 @@ pub(crate) fn load_jsonl(bytes: &[u8], source: &str, fields: &RowFields) -> Resu
     no_rows_at_all(loaded)
 }
 
+/// CSV (TSV for `.tsv`). A quote that is never closed makes the rest of the
+/// file one field, and one whose field is closed only by the quote of a later
+/// row swallows the rows between; either way its row is reported, and the
+/// rows after the line where the quote opened are read on their own.
 pub(crate) fn load_csv(bytes: &[u8], source: &str, fields: &RowFields) -> Result<Loaded, LoadError> {
     let delimiter = if source.to_ascii_lowercase().ends_with(".tsv") {
         b'\t'
@@ -56,44 +60,204 @@ pub(crate) fn load_csv(bytes: &[u8], source: &str, fields: &RowFields) -> Result
         b','
     };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(false)
-        .from_reader(bytes);
-    let headers = reader
-        .headers()
-        .map_err(|e| LoadError::new(format!("cannot read the CSV header line: {e}")))?
-        .clone();
+    let mut headers: Option<csv::StringRecord> = None;
+    let mut rows: Vec<(u64, CsvRow)> = Vec::new();
+    // The part of the file still to read, and the lines before it.
+    let mut start = 0;
+    let mut lines_before = 0u64;
+    while start < bytes.len() {
+        let segment = &bytes[start..];
+        let runaway = runaway_quote(segment, delimiter);
+        // Up to the end of the line where a runaway quote opens: that makes
+        // its row the last one read.
+        let end = runaway.map_or(segment.len(), |r| {
+            segment[r.opens..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(segment.len(), |i| r.opens + i + 1)
+        });
+        let first_row = rows.len();
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&segment[..end]);
+        for record in reader.records() {
+            let line = |position: Option<&csv::Position>| lines_before + position.map_or(1, csv::Position::line);
+            let (line, row) = match record {
+                Ok(record) => match &headers {
+                    None => {
+                        headers = Some(record);
+                        continue;
+                    }
+                    Some(headers) => (line(record.position()), CsvRow::Read(csv_row(headers, &record))),
+                },
+                Err(e) if headers.is_none() => {
+                    return Err(LoadError::new(format!(
+                        "cannot read the CSV header line: {}",
+                        csv_error_message(&e)
+                    )))
+                }
+                Err(e) => (line(e.position()), CsvRow::Read(Err(csv_error_message(&e)))),
+            };
+            rows.push((line, row));
+        }
+        let Some(runaway) = runaway else {
+            break;
+        };
+        let line_of = |offset: usize| lines_before + 1 + count_lines(&segment[..offset]);
+        let opens = line_of(runaway.opens);
+        if rows.len() == first_row {
+            return Err(LoadError::new(format!(
+                "the CSV header line opens a quote on line {opens} that is never closed, so it would take \
+                 the rows after it as header names; close the quote (a quote inside a quoted field is written \
+                 twice: \"\")"
+            )));
+        }
+        if let Some((_, row)) = rows.last_mut() {
+            *row = CsvRow::Runaway {
+                opens,
+                closes: runaway.closes.map(line_of),
+            };
+        }
+        lines_before += count_lines(&segment[..end]);
+        start += end;
+    }
+    if headers.is_none() {
+        return Err(LoadError::new("no rows"));
+    }
     let mut loaded = Loaded::default();
-    for record in reader.records() {
-        let (line_number, result) = match record {
-            Ok(record) => {
-                let line = record.position().map_or(0, |p| p.line());
-                let object: Map<String, Value> = headers
+    let lines: Vec<u64> = rows.iter().map(|(line, _)| *line).collect();
+    for (index, (line, row)) in rows.into_iter().enumerate() {
+        let result = match row {
+            CsvRow::Read(Ok(object)) => row_document(object, source, line, fields),
+            CsvRow::Read(Err(message)) => Err(RowFailure::from(message)),
+            CsvRow::Runaway { opens, closes } => {
+                let swallowed = lines[index + 1..]
                     .iter()
-                    .zip(record.iter())
-                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                    .collect();
-                (line, row_document(object, source, line, fields))
-            }
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                (line, Err(RowFailure::from(csv_error_message(&e))))
+                    .take_while(|later| closes.is_none_or(|closes| **later <= closes))
+                    .count();
+                Err(runaway_failure(opens, closes, swallowed))
             }
         };
         match result {
             Ok(doc) => loaded.documents.push(doc),
-            Err(failure) => loaded.row_errors.push(failure.at(line_number)),
+            Err(failure) => loaded.row_errors.push(failure.at(line)),
         }
     }
     no_rows_at_all(loaded)
 }
 
+/// One CSV record: its fields by header name (or why they could not be
+/// read), or the record a runaway quote took over, with the lines where
+/// that quote opens and where the quote that closes it stands, if one does.
+enum CsvRow {
+    Read(Result<Map<String, Value>, String>),
+    Runaway { opens: u64, closes: Option<u64> },
+}
+
+fn csv_row(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<Map<String, Value>, String> {
+    if record.len() != headers.len() {
+        return Err(format!("has {} fields, the header has {}", record.len(), headers.len()));
+    }
+    Ok(headers
+        .iter()
+        .zip(record.iter())
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect())
+}
+
+fn runaway_failure(opens: u64, closes: Option<u64>, swallowed: usize) -> RowFailure {
+    let rows = match swallowed {
+        1 => "the 1 row after it".to_string(),
+        n => format!("the {n} rows after it"),
+    };
+    let (what, extent) = match closes {
+        None => ("is never closed".to_string(), "to the end of the file".to_string()),
+        Some(closes) => (
+            format!(
+                "is not closed on its line, and the next quote, on line {closes}, is followed by text \
+                 rather than a delimiter, so it is probably never closed"
+            ),
+            format!("up to line {closes}"),
+        ),
+    };
+    format!(
+        "a quote opened on line {opens} {what}: read as written, this row would swallow {rows} ({extent}), \
+         so it is left out and they are read on their own; close the quote (a quote inside a quoted field is \
+         written twice: \"\")"
+    )
+    .into()
+}
+
+/// A quoted field that runs away: where its quote opens, and where the
+/// quote that closes it stands, if one does.
+#[derive(Clone, Copy)]
+struct Runaway {
+    opens: usize,
+    closes: Option<usize>,
+}
+
+/// The first quoted field that never closes, or that spans lines only to be
+/// closed by a quote followed by text (the opening quote of a field in a
+/// later row, most likely). The states are those of the CSV reader: a quote
+/// opens a field only at its start, and inside one `""` is a quote; blanks
+/// after a closing quote are let pass.
+fn runaway_quote(bytes: &[u8], delimiter: u8) -> Option<Runaway> {
+    #[derive(Clone, Copy)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted { opens: usize, spans: bool },
+        Closed { opens: usize, spans: bool, at: usize },
+    }
+    let ends_field = |b: u8| b == delimiter || b == b'\n' || b == b'\r';
+    let mut state = State::FieldStart;
+    for (at, &b) in bytes.iter().enumerate() {
+        state = match state {
+            State::FieldStart | State::Unquoted if ends_field(b) => State::FieldStart,
+            State::FieldStart if b == b'"' => State::Quoted {
+                opens: at,
+                spans: false,
+            },
+            State::FieldStart | State::Unquoted => State::Unquoted,
+            State::Quoted { opens, spans } if b == b'"' => State::Closed { opens, spans, at },
+            State::Quoted { opens, spans } => State::Quoted {
+                opens,
+                spans: spans || b == b'\n' || b == b'\r',
+            },
+            State::Closed {
+                opens,
+                spans,
+                at: close,
+            } if b == b'"' && close + 1 == at => State::Quoted { opens, spans },
+            State::Closed { .. } if ends_field(b) => State::FieldStart,
+            State::Closed { .. } if b == b' ' || b == b'\t' => state,
+            State::Closed {
+                opens,
+                spans: true,
+                at: close,
+            } => {
+                return Some(Runaway {
+                    opens,
+                    closes: Some(close),
+                })
+            }
+            State::Closed { .. } => State::Unquoted,
+        };
+    }
+    match state {
+        State::Quoted { opens, .. } => Some(Runaway { opens, closes: None }),
+        _ => None,
+    }
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
 fn csv_error_message(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("has {len} fields, the header has {expected_len}")
-        }
         csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not UTF-8", err.field() + 1),
         _ => e.to_string(),
     }
@@ -286,6 +450,91 @@ mod tests {
         assert_eq!(loaded.documents[1].metadata["owner"], "finance");
         assert_eq!(loaded.row_errors[0].line, 3);
         assert_eq!(loaded.row_errors[0].message, "has 2 fields, the header has 4");
+    }
+
+    /// An unclosed quote used to swallow every row after it (2 documents from
+    /// 4 rows, no error): its row is now an error that says so, and the
+    /// rows after it load.
+    #[test]
+    fn an_unclosed_quote_is_reported_on_its_row_and_the_rows_after_it_load() {
+        let data = "id,text\n1,one\n2,\"two\n3,three\n4,four\n";
+        let loaded = load_csv(data.as_bytes(), "/p.csv", &RowFields::default()).unwrap();
+        let ids: Vec<&str> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["1", "3", "4"]);
+        assert_eq!(loaded.documents[2].metadata["line"], 5);
+        assert_eq!(loaded.row_errors.len(), 1);
+        assert_eq!(loaded.row_errors[0].line, 3);
+        assert!(
+            loaded.row_errors[0].message.starts_with(
+                "a quote opened on line 3 is never closed: read as written, this row would swallow the 2 rows \
+                 after it (to the end of the file), so it is left out"
+            ),
+            "{}",
+            loaded.row_errors[0].message
+        );
+    }
+
+    /// Where a later row quotes a field, its quote closes the runaway one and
+    /// the rows between vanish into a field the reader takes as valid.
+    #[test]
+    fn a_quote_closed_only_by_a_later_row_is_reported_too() {
+        let data = concat!(
+            "id,title,text\n",
+            "1,Leave,\"Ten days a year, \"\"paid\"\"\"\n",
+            "2,Travel,\"Book first\n",
+            "3,Laptops,\"Returned\non the last day\"  \n",
+            "4,Expenses,Filed monthly\n",
+        );
+        let loaded = load_csv(data.as_bytes(), "/p.csv", &RowFields::default()).unwrap();
+        let ids: Vec<&str> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["1", "3", "4"]);
+        assert_eq!(loaded.documents[0].text, "Leave\n\nTen days a year, \"paid\"");
+        assert_eq!(loaded.documents[1].text, "Laptops\n\nReturned\non the last day  ");
+        let error = &loaded.row_errors[0];
+        assert_eq!((loaded.row_errors.len(), error.line), (1, 3));
+        assert!(
+            error.message.starts_with(
+                "a quote opened on line 3 is not closed on its line, and the next quote, on line 4, is followed \
+                 by text"
+            ),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("swallow the 1 row after it (up to line 4)"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn every_runaway_quote_is_found_and_one_in_the_header_fails_the_file() {
+        let data = "id\ttext\n1\t\"open\n2\tfine\n3\tsplit \"\"x\n4\t\"\"\"open again\n5\tlast\n";
+        let loaded = load_csv(data.as_bytes(), "/p.tsv", &RowFields::default()).unwrap();
+        let ids: Vec<&str> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["2", "3", "5"]);
+        assert_eq!(loaded.documents[1].text, "split \"\"x");
+        let lines: Vec<u64> = loaded.row_errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 5]);
+        let messages: Vec<&str> = loaded.row_errors.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            messages[0].contains("the 3 rows after it (up to line 5)"),
+            "{}",
+            messages[0]
+        );
+        assert!(
+            messages[1].contains("the 1 row after it (to the end of the file)"),
+            "{}",
+            messages[1]
+        );
+
+        let err = load_csv(b"id,\"text\n1,a\n", "/h.csv", &RowFields::default()).unwrap_err();
+        assert!(err.message.contains("header line opens a quote on line 1"), "{err}");
+        let runaway = |csv: &[u8]| runaway_quote(csv, b',').map(|r| (r.opens, r.closes));
+        assert_eq!(runaway(b"a,\"b\"\"\nc\",d\n\"e\"\"\"f\n"), None);
+        assert_eq!(runaway(b"a,b\"c\n\"d"), Some((6, None)));
+        assert_eq!(runaway(b"\"a\nb\"c"), Some((0, Some(4))));
+        assert_eq!(runaway(b"\"a\nb\" \t,c"), None);
     }
 
     #[test]

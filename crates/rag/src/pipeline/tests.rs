@@ -124,6 +124,90 @@ fn bad_rows_are_reported_by_line_and_the_good_rows_go_in() {
     assert_eq!(value["errors"][0]["line"], 2);
 }
 
+/// Hostile and malformed files in one folder, as a user's folder holds them: 100,000 nested `<div>`s (which
+/// overflowed a worker's stack and aborted the whole run), a CSV row whose quote never closes (which silently
+/// swallowed the rows after it), an empty Markdown file (which became a document of no chunks). Each fails alone,
+/// saying which bound or row, and everything else goes in.
+#[test]
+fn hostile_files_fail_alone_and_everything_else_goes_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    fs::create_dir(&docs).unwrap();
+    let deep = format!(
+        "<html><body>{}abyss{}",
+        "<div>".repeat(100_000),
+        "</div>".repeat(100_000)
+    );
+    fs::write(docs.join("deep.html"), deep).unwrap();
+    fs::write(
+        docs.join("tickets.csv"),
+        "id,text\nt1,printer jams on tray two\nt2,\"vpn drops hourly\nt3,laptop battery swells\nt4,monitor flickers\n",
+    )
+    .unwrap();
+    fs::write(docs.join("empty.md"), "").unwrap();
+    fs::write(docs.join("blank.txt"), " \n\n").unwrap();
+    fs::write(
+        docs.join("guide.md"),
+        "# Refunds\n\nAnnual plans are refunded pro rata.\n",
+    )
+    .unwrap();
+    fs::write(
+        docs.join("page.html"),
+        "<html><head><title>Support</title></head><body><p>Support answers within one business day.</p></body></html>",
+    )
+    .unwrap();
+    let home = Home::new(dir.path().join("home"));
+
+    let result = run(&home, &[docs], &IngestOptions::default());
+    assert_eq!(
+        statuses(&result),
+        [
+            ("blank.txt".into(), FileStatus::Failed),
+            ("deep.html".into(), FileStatus::Failed),
+            ("empty.md".into(), FileStatus::Failed),
+            ("guide.md".into(), FileStatus::Added),
+            ("page.html".into(), FileStatus::Added),
+            ("tickets.csv".into(), FileStatus::Added),
+        ]
+    );
+    // guide.md, page.html and the three good rows.
+    assert_eq!(result.summary.documents_added, 5);
+    let failure = |name: &str| {
+        let found = result.summary.failures.iter().find(|f| f.source.ends_with(name));
+        found.unwrap_or_else(|| panic!("no failure for {name}: {:?}", result.summary.failures))
+    };
+    let bound = format!("more than {} levels deep", knowhow_ingest::load::MAX_NESTING_DEPTH);
+    assert!(
+        failure("deep.html").error.contains(&bound),
+        "{}",
+        failure("deep.html").error
+    );
+    let quote = failure("tickets.csv");
+    assert_eq!(quote.line, Some(3));
+    assert!(
+        quote.error.starts_with("a quote opened on line 3 is never closed")
+            && quote.error.contains("would swallow the 2 rows after it"),
+        "{}",
+        quote.error
+    );
+    assert_eq!(
+        failure("empty.md").error,
+        "has no text: the file is empty; there is nothing to index"
+    );
+    assert!(failure("blank.txt").error.starts_with("has no text"));
+    let reader = home.open_reader(&collection()).unwrap();
+    for found in [
+        "battery swells",
+        "monitor flickers",
+        "printer jams",
+        "refunded pro rata",
+        "business day",
+    ] {
+        assert_eq!(reader.rank(found, 5).unwrap().len(), 1, "{found}");
+    }
+    assert!(reader.rank("abyss", 5).unwrap().is_empty());
+}
+
 #[test]
 fn settings_that_change_the_chunks_change_the_fingerprint() {
     let options = IngestOptions::default();

@@ -9,6 +9,7 @@ use quick_xml::Reader;
 
 use super::styles::{default_style_kind, StyleKind};
 use super::{attr, local};
+use crate::load::nesting::{too_deep, MAX_NESTING_DEPTH};
 use crate::load::LoadError;
 
 /// One paragraph or table row of the body.
@@ -34,9 +35,12 @@ struct Table {
 /// Deleted text (`w:delText`), field codes (`w:instrText`) and the fallback
 /// copy of alternate content (`mc:Fallback`, a duplicate of `mc:Choice`)
 /// are skipped. A table row is one block, its cells joined by " | "; a table
-/// inside a cell becomes part of that cell's text.
-pub(super) fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Block>, LoadError> {
+/// inside a cell becomes part of that cell's text. A part nested deeper than
+/// [`MAX_NESTING_DEPTH`] is refused: each level of nested paragraphs or
+/// tables copies the text inside it once more.
+pub(super) fn body_blocks(part: &str, xml: &str, styles: &HashMap<String, StyleKind>) -> Result<Vec<Block>, LoadError> {
     let mut reader = Reader::from_str(xml);
+    let mut depth = 0usize;
     let mut blocks = Vec::new();
     let mut tables: Vec<Table> = Vec::new();
     // The paragraph being read (paragraphs nest through text boxes).
@@ -50,6 +54,15 @@ pub(super) fn body_blocks(xml: &str, styles: &HashMap<String, StyleKind>) -> Res
                 reader.buffer_position()
             ))
         })?;
+        match event {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING_DEPTH {
+            let at = format!("at byte {}", reader.buffer_position());
+            return Err(too_deep(part, &at));
+        }
         if skip_depth > 0 {
             match event {
                 Event::Start(_) => skip_depth += 1,

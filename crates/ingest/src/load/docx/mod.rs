@@ -31,7 +31,7 @@ pub(crate) fn load(bytes: &[u8], max_expanded_bytes: u64) -> Result<Extracted, L
         Some(xml) => heading_styles(&xml),
         None => HashMap::new(),
     };
-    let body = body_blocks(&document, &styles)?;
+    let body = body_blocks("word/document.xml", &document, &styles)?;
 
     let mut metadata = Metadata::new();
     for (prefix, key) in [("word/header", "headers"), ("word/footer", "footers")] {
@@ -40,7 +40,7 @@ pub(crate) fn load(bytes: &[u8], max_expanded_bytes: u64) -> Result<Extracted, L
             let Some(xml) = package.read(&name)? else {
                 continue;
             };
-            let text = body_blocks(&xml, &styles)?
+            let text = body_blocks(&name, &xml, &styles)?
                 .into_iter()
                 .map(|block| block.text)
                 .collect::<Vec<_>>()
@@ -63,9 +63,8 @@ pub(crate) fn load(bytes: &[u8], max_expanded_bytes: u64) -> Result<Extracted, L
 
     let (text, sections) = assemble(&body);
     if text.is_empty() {
-        return Err(LoadError::new(
-            "the Word document has no text in its body (only images, empty tables or blank \
-             paragraphs); there is nothing to index",
+        return Err(LoadError::no_text(
+            "the Word document's body holds only images, empty tables or blank paragraphs",
         ));
     }
     let title = core

@@ -131,6 +131,44 @@ fn not_a_zip_and_no_document_part_are_clear_errors() {
     assert!(err.message.contains("no word/document.xml"), "{err}");
 }
 
+/// Text boxes nest paragraphs, and each level copies the text inside it
+/// once more: 100,000 levels would copy for hours. Past the bound the part
+/// is refused, by name; at it, the text is read.
+#[test]
+fn a_body_nested_past_the_bound_is_refused() {
+    let nested = |depth: usize| {
+        let open = r#"<w:p><w:r><w:t>word</w:t></w:r>"#.repeat(depth);
+        document(&format!("{open}{}", "</w:p>".repeat(depth)))
+    };
+    let started = std::time::Instant::now();
+    let deep = docx(&[("word/document.xml", &nested(100_000))]);
+    let err = load(&deep, 64 << 20).unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.message
+            .starts_with("refused: word/document.xml nests elements more than 512 levels deep (at byte"),
+        "{err}"
+    );
+    let header = format!(r#"<w:hdr {W}>{}</w:hdr>"#, "<w:tbl><w:tr><w:tc>".repeat(200));
+    let bytes = docx(&[
+        ("word/document.xml", &document(&paragraph(None, "x"))),
+        ("word/header1.xml", &header),
+    ]);
+    let err = load(&bytes, 1 << 20).unwrap_err();
+    assert!(err.message.contains("word/header1.xml nests elements"), "{err}");
+
+    // The document element and the body take two levels, the innermost run
+    // and text two more.
+    let at_bound = crate::load::MAX_NESTING_DEPTH - 4;
+    assert!(load(&docx(&[("word/document.xml", &nested(at_bound + 1))]), 1 << 20).is_err());
+    let doc = load(&docx(&[("word/document.xml", &nested(at_bound))]), 1 << 20).unwrap();
+    assert!(doc.text.starts_with("word word word"), "{}", &doc.text[..40]);
+}
+
 #[test]
 fn malformed_xml_is_a_clear_error() {
     let err = load(
