@@ -1,10 +1,14 @@
 //! `knowhow serve`: the knowledge base and the models over HTTP (see `knowhow_server`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use knowhow_rag::llm::local::LocalChatModel;
+use knowhow_rag::llm::ChatModel;
+use knowhow_server::chat::adapters::{Adapters, LoadAdapter, ServedAdapter};
 use knowhow_server::chat::ChatBackend;
 use knowhow_server::{ServeOptions, Server};
 use serde_json::json;
@@ -21,6 +25,17 @@ pub struct Args {
     /// (model id `local`) or openai:BASE_URL#MODEL (model id MODEL) [default: no chat model]
     #[arg(long, env = "KNOWHOW_LLM", value_name = "SPEC")]
     llm: Option<String>,
+    /// LoRA adapter served over the local --llm model, as model NAME (repeatable): a name from
+    /// `knowhow adapters list` (NAME or NAME@N), or a PEFT adapter folder. Loaded on first use
+    #[arg(long = "adapter", value_name = "NAME")]
+    adapters: Vec<String>,
+    /// Memory the loaded adapters may take together, in MiB; past it the one used longest ago is let go
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    adapter_memory_mib: u64,
+    /// Cross-encoder served on /v1/rerank (TEI's shape) and for the rerank mode: a name, a folder, or
+    /// tei:URL, cohere:URL#MODEL, jina:URL#MODEL [default: none]
+    #[arg(long, value_name = "MODEL")]
+    rerank_model: Option<String>,
     /// Embedding model served on /v1/embeddings: a name, a folder, or openai:BASE_URL#MODEL
     #[arg(long, default_value = knowhow_hub::DEFAULT_EMBEDDING_MODEL, value_name = "MODEL")]
     embed_model: String,
@@ -82,14 +97,23 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
         let batch = args.embed_batch;
         let resolve_context = context.clone();
         let llm = args.llm.clone();
+        let adapters = args.adapters.clone();
+        let adapter_budget = args.adapter_memory_mib.saturating_mul(1 << 20);
+        let rerank_model = args.rerank_model.clone();
         std::thread::spawn(move || {
-            let loaded = load_chat(&resolve_context, llm.as_deref()).and_then(|chat| {
+            let loaded = load_chat(&resolve_context, llm.as_deref(), &adapters, adapter_budget).and_then(|chat| {
+                let reranker = rerank_model
+                    .map(|spec| {
+                        let resolve = embedding::resolve_options(&resolve_context, true);
+                        knowhow_rag::load_reranker(&spec, &resolve).with_context(|| format!("cannot serve {spec}"))
+                    })
+                    .transpose()?;
                 let embedder =
                     embedding::load(&resolve_context, &spec, batch).with_context(|| format!("cannot serve {spec}"))?;
-                Ok((chat, embedder))
+                Ok((chat, reranker, embedder))
             });
             match loaded {
-                Ok((chat, embedder)) => {
+                Ok((chat, reranker, embedder)) => {
                     if !resolve_context.json {
                         let chatting = chat
                             .as_ref()
@@ -99,6 +123,9 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
                     }
                     if let Some(chat) = chat {
                         readiness.set_chat(chat);
+                    }
+                    if let Some(reranker) = reranker {
+                        readiness.set_reranker(reranker);
                     }
                     readiness.set_embedder(embedder);
                 }
@@ -122,11 +149,37 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--llm` model with its id in `/v1/models`: `local` for a local folder, the model's name for a remote one.
-fn load_chat(context: &Context, spec: Option<&str>) -> anyhow::Result<Option<ChatBackend>> {
+/// The `--llm` model with its id in `/v1/models` (`local` for a local folder, the model's name for a remote one),
+/// and the `--adapter`s served over it.
+fn load_chat(
+    context: &Context,
+    spec: Option<&str>,
+    adapters: &[String],
+    adapter_budget: u64,
+) -> anyhow::Result<Option<ChatBackend>> {
     let Some(spec) = spec else {
+        if !adapters.is_empty() {
+            anyhow::bail!("--adapter needs the base model it adapts: add --llm local:MODEL_FOLDER");
+        }
         return Ok(None);
     };
+    if let Some(folder) = spec.strip_prefix("local:") {
+        let base =
+            LocalChatModel::load(Path::new(folder), None).with_context(|| format!("cannot serve --llm {spec}"))?;
+        let served = adapters
+            .iter()
+            .map(|adapter| served_adapter(context, adapter, base.dir()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let over = base.share_base();
+        let load: LoadAdapter =
+            Box::new(move |dir: &Path| Ok(Box::new(over.with_adapter(dir)?) as Box<dyn ChatModel + Send>));
+        let mut backend = ChatBackend::new("local".to_string(), Box::new(base));
+        backend.adapters = Adapters::new(served, adapter_budget, load);
+        return Ok(Some(backend));
+    }
+    if !adapters.is_empty() {
+        anyhow::bail!("--adapter needs a local base model (--llm local:MODEL_FOLDER); a remote server applies its own");
+    }
     let generation = crate::llm::GenerationArgs {
         max_tokens: 512,
         temperature: 0.0,
@@ -141,12 +194,47 @@ fn load_chat(context: &Context, spec: Option<&str>) -> anyhow::Result<Option<Cha
     let Some(model) = loaded else {
         return Ok(None);
     };
-    let id = match spec.strip_prefix("openai:") {
-        Some(remote) => remote.rsplit_once('#').map_or(remote, |(_, model)| model).to_string(),
-        None => "local".to_string(),
+    let remote = spec.strip_prefix("openai:").unwrap_or(spec);
+    let id = remote.rsplit_once('#').map_or(remote, |(_, model)| model).to_string();
+    Ok(Some(ChatBackend::new(id, model)))
+}
+
+/// What `--adapter NAME` serves: the registered adapter (or folder) it names, checked against the base model it
+/// was trained on when its card records one, so that an adapter never runs over weights it was not trained for.
+fn served_adapter(context: &Context, adapter: &str, base: &Path) -> anyhow::Result<ServedAdapter> {
+    let dir = knowhow_tune::registry::resolve_adapter(context.home.root(), adapter)?;
+    let weights = dir.join(knowhow_models::decoder::peft::ADAPTER_WEIGHTS);
+    let bytes = std::fs::metadata(&weights)
+        .with_context(|| format!("--adapter {adapter}: cannot read {}", weights.display()))?
+        .len();
+    let (name, version) = match knowhow_tune::registry::read_card(&dir) {
+        Ok(card) => {
+            let base_sha256 = knowhow_tune::registry::weights_sha256(base)?;
+            if card.base_model.sha256 != base_sha256 {
+                anyhow::bail!(
+                    "--adapter {adapter} was trained on {} (weights sha256 {}), not on the --llm model {} ({}); \
+                     serve it over its own base model",
+                    card.base_model.path,
+                    card.base_model.sha256,
+                    base.display(),
+                    base_sha256
+                );
+            }
+            (card.name, Some(card.version))
+        }
+        // A PEFT folder from elsewhere: named after its folder.
+        Err(_) => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, None)
+        }
     };
-    Ok(Some(ChatBackend {
-        id,
-        model: std::sync::Mutex::new(model),
-    }))
+    Ok(ServedAdapter {
+        name,
+        version,
+        dir,
+        bytes,
+    })
 }

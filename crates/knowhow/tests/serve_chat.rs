@@ -11,7 +11,7 @@ mod common;
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{write, Knowhow};
@@ -19,18 +19,7 @@ use knowhow_testkit::env::required_env;
 use knowhow_testkit::http::{Response, Server};
 use knowhow_testkit_tiny::{self as tiny, TinyOptions};
 use serde_json::{json, Value};
-use support::{call, serve};
-
-/// Writes a tiny random Qwen2 chat model under `dir` (see tests/serve/make_tiny_qwen2.py).
-fn tiny_qwen2(python: &str, dir: &Path) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/make_tiny_qwen2.py");
-    let out = std::process::Command::new(python)
-        .args([script.to_str().unwrap(), dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    dir.to_path_buf()
-}
+use support::{call, serve, tiny_adapter, tiny_qwen2};
 
 const TOOL_CALL: &str = r#"{"name":"get_weather","parameters":{"city":"Paris"}}"#;
 
@@ -65,7 +54,17 @@ fn the_official_openai_sdk_chats_streams_calls_tools_and_gets_citations() {
     };
     let chat_home = Knowhow::new();
     let qwen = tiny_qwen2(&python, &chat_home.home.path().join("tiny-qwen2"));
-    let chat = serve(&chat_home, &model, &["--llm", &format!("local:{}", qwen.display())]);
+    let support = tiny_adapter(&python, &qwen, &chat_home.home.path().join("support"), 1);
+    let chat = serve(
+        &chat_home,
+        &model,
+        &[
+            "--llm",
+            &format!("local:{}", qwen.display()),
+            "--adapter",
+            support.to_str().unwrap(),
+        ],
+    );
 
     let tools_home = Knowhow::new();
     let llama = tools_home.home.path().join("tiny-llama");
@@ -109,6 +108,13 @@ fn the_official_openai_sdk_chats_streams_calls_tools_and_gets_citations() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"local"), "{ids:?}");
+    let adapter = seen["models"].as_array().unwrap().iter().find(|m| m["id"] == "support");
+    assert_eq!(
+        adapter.map(|m| &m["parent"]),
+        Some(&json!("local")),
+        "{}",
+        seen["models"]
+    );
     // Plain: a reply cut by max_tokens says so.
     let plain = &seen["plain"];
     assert_eq!(plain["finish_reason"], "length", "{plain}");

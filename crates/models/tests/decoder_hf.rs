@@ -285,6 +285,18 @@ fn peft_adapters_give_peft_logits() {
             "{}: the adapter must matter",
             case.name
         );
+        // An adapter over a shared base (as knowhow serve holds several) gives peft's logits, and the base it
+        // shares stays as it was.
+        let mut shared = base.share_base();
+        peft::load_adapter(&mut shared, &f.dir.join(&case.name)).unwrap();
+        let shared_logits = flat(&shared.forward(&input, None).unwrap());
+        assert_close(&shared_logits, &case.logits, TOLERANCE, &case.name);
+        assert_eq!(
+            flat(&base.forward(&input, None).unwrap()),
+            base_logits,
+            "{}: base changed",
+            case.name
+        );
     }
 }
 

@@ -285,11 +285,12 @@ async fn search(
     };
     let reader = state.reader(&collection).await?;
     let embedder = state.embedder.get().cloned();
+    let reranker = state.reranker.get().cloned();
     let work_state = state.clone();
     let answer = state
         .workers
         .run(move || -> Result<Value, ApiError> {
-            let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, None)
+            let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, reranker)
                 .map_err(|e| rag_error(&collection, e))?;
             let started = Instant::now();
             let retrieved = retriever
@@ -377,13 +378,14 @@ async fn ask(
     let k = k(request.k, 8)?;
     let reader = state.reader(&collection).await?;
     let embedder = state.embedder.get().cloned();
+    let reranker = state.reranker.get().cloned();
     let home = state.home.clone();
     let key = caller.prefix.clone();
     let answer = state
         .workers
         .run(move || -> Result<Value, ApiError> {
             let options = Options::default();
-            let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, None)
+            let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, reranker)
                 .map_err(|e| rag_error(&collection, e))?;
             let templates =
                 PromptTemplates::for_collection(&home, &collection).map_err(|e| ApiError::internal(e.to_string()))?;

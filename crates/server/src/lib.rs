@@ -34,6 +34,8 @@ pub mod jobs;
 pub mod kb;
 pub mod keys;
 mod metrics;
+mod openapi;
+mod rerank;
 mod upload;
 pub mod workers;
 
@@ -128,6 +130,8 @@ pub(crate) struct AppState {
     jobs: Arc<jobs::Jobs>,
     /// Set once the chat model (`--llm`) is loaded; without one, chat completions answer 404.
     chat: std::sync::OnceLock<Arc<chat::ChatBackend>>,
+    /// Set once the cross-encoder (`--rerank-model`) is loaded: `/v1/rerank` and the `rerank` mode.
+    reranker: std::sync::OnceLock<Arc<knowhow_rag::Reranker>>,
 }
 
 impl AppState {
@@ -206,6 +210,7 @@ impl Server {
             home,
             readers: Mutex::new(HashMap::new()),
             chat: std::sync::OnceLock::new(),
+            reranker: std::sync::OnceLock::new(),
         });
         Ok(Server {
             listener,
@@ -243,6 +248,12 @@ impl Readiness {
         let _ = self.0.chat.set(Arc::new(chat));
     }
 
+    /// Re-ranks with `reranker` from now on (`/v1/rerank`, the `rerank` mode). Call it before
+    /// [`Readiness::set_embedder`]. A second call is ignored.
+    pub fn set_reranker(&self, reranker: knowhow_rag::Reranker) {
+        let _ = self.0.reranker.set(Arc::new(reranker));
+    }
+
     /// Serves `embedder` from now on; `/ready` then answers 200. A second call is ignored.
     pub fn set_embedder(&self, embedder: LoadedEmbedder) {
         if self.0.embedder.set(Arc::new(embedder)).is_ok() {
@@ -258,12 +269,17 @@ fn router(state: Arc<AppState>, options: &ServeOptions) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/rerank", post(rerank::rerank))
+        // Where TEI itself serves it, so that a TEI client given this server's address finds it.
+        .route("/rerank", post(rerank::rerank))
         .merge(kb::routes(options.max_upload_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
         .merge(api)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -41,13 +41,23 @@ impl Histogram {
         self.sum += seconds;
     }
 
+    /// The series of histogram `name`; `labels` (`key="value",...`) may be empty.
     fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let bucket = |le: &str| match labels {
+            "" => format!("{{le=\"{le}\"}}"),
+            _ => format!("{{{labels},le=\"{le}\"}}"),
+        };
         for (count, bound) in self.counts.iter().zip(BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+            let _ = writeln!(out, "{name}_bucket{} {count}", bucket(&bound.to_string()));
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{} {}", bucket("+Inf"), self.count);
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{labels} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{labels} {}", self.count);
     }
 }
 
@@ -62,6 +72,47 @@ pub(crate) struct Metrics {
     stages: Mutex<BTreeMap<&'static str, Histogram>>,
     /// Texts embedded for `/v1/embeddings`.
     embedded: Mutex<u64>,
+    generation: Mutex<Generation>,
+}
+
+/// What chat completions measured.
+#[derive(Default)]
+struct Generation {
+    /// From the start of the generation (the worker took the job) to its first text.
+    first_token: Histogram,
+    /// Between two pieces of text of one answer.
+    inter_token: Histogram,
+    prompt_tokens: u64,
+    generated_tokens: u64,
+}
+
+/// When the pieces of one generation's text came, to report them in [`Metrics::generated`].
+pub(crate) struct TokenClock {
+    started: Instant,
+    first: Option<f64>,
+    last: Option<Instant>,
+    gaps: Vec<f64>,
+}
+
+impl TokenClock {
+    pub(crate) fn start() -> TokenClock {
+        TokenClock {
+            started: Instant::now(),
+            first: None,
+            last: None,
+            gaps: Vec::new(),
+        }
+    }
+
+    /// A piece of text was written now.
+    pub(crate) fn tick(&mut self) {
+        let now = Instant::now();
+        match self.last {
+            None => self.first = Some((now - self.started).as_secs_f64()),
+            Some(last) => self.gaps.push((now - last).as_secs_f64()),
+        }
+        self.last = Some(now);
+    }
 }
 
 impl Metrics {
@@ -72,6 +123,19 @@ impl Metrics {
             .entry(stage)
             .or_default()
             .observe(seconds);
+    }
+
+    /// One finished generation: its timing and its tokens.
+    pub(crate) fn generated(&self, clock: &TokenClock, prompt_tokens: usize, generated_tokens: usize) {
+        let mut generation = self.generation.lock().expect("metrics lock");
+        if let Some(first) = clock.first {
+            generation.first_token.observe(first);
+        }
+        for gap in &clock.gaps {
+            generation.inter_token.observe(*gap);
+        }
+        generation.prompt_tokens += prompt_tokens as u64;
+        generation.generated_tokens += generated_tokens as u64;
     }
 
     pub(crate) fn embedded(&self, texts: usize) {
@@ -93,7 +157,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    fn render(&self, queue_depth: usize) -> String {
+    fn render(&self, queue_depth: usize, adapters: &[AdapterLoads]) -> String {
         let mut out = String::new();
         out.push_str("# HELP knowhow_requests_total Requests answered, by route, method and status.\n");
         out.push_str("# TYPE knowhow_requests_total counter\n");
@@ -131,13 +195,65 @@ impl Metrics {
             "knowhow_embedded_texts_total {}",
             self.embedded.lock().expect("metrics lock")
         );
+        let generation = self.generation.lock().expect("metrics lock");
+        out.push_str("# HELP knowhow_time_to_first_token_seconds From a chat generation's start to its first text.\n");
+        out.push_str("# TYPE knowhow_time_to_first_token_seconds histogram\n");
+        generation
+            .first_token
+            .write(&mut out, "knowhow_time_to_first_token_seconds", "");
+        out.push_str("# HELP knowhow_inter_token_seconds Between two pieces of one chat answer's text.\n");
+        out.push_str("# TYPE knowhow_inter_token_seconds histogram\n");
+        generation
+            .inter_token
+            .write(&mut out, "knowhow_inter_token_seconds", "");
+        for (name, help, value) in [
+            (
+                "knowhow_prompt_tokens_total",
+                "Prompt tokens of chat completions.",
+                generation.prompt_tokens,
+            ),
+            (
+                "knowhow_generated_tokens_total",
+                "Tokens chat completions generated.",
+                generation.generated_tokens,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        out.push_str("# HELP knowhow_adapter_loads_total Times each served adapter was loaded.\n");
+        out.push_str("# TYPE knowhow_adapter_loads_total counter\n");
+        for adapter in adapters {
+            let _ = writeln!(
+                out,
+                "knowhow_adapter_loads_total{{adapter=\"{}\"}} {}",
+                adapter.name, adapter.loads
+            );
+        }
+        out.push_str("# HELP knowhow_adapter_loaded Whether each served adapter is loaded now.\n");
+        out.push_str("# TYPE knowhow_adapter_loaded gauge\n");
+        for adapter in adapters {
+            let _ = writeln!(
+                out,
+                "knowhow_adapter_loaded{{adapter=\"{}\"}} {}",
+                adapter.name,
+                u8::from(adapter.loaded)
+            );
+        }
         out
     }
 }
 
+/// A served adapter as `/metrics` reports it.
+pub(crate) struct AdapterLoads {
+    pub name: String,
+    pub loads: u64,
+    pub loaded: bool,
+}
+
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(state.workers.waiting());
+    let adapters = state.chat.get().map(|chat| chat.adapters.report()).unwrap_or_default();
+    let body = state.metrics.render(state.workers.waiting(), &adapters);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

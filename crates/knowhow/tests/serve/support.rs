@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -110,4 +111,31 @@ pub fn send(url: &str, method: &str, path: &str, key: Option<&str>, body: Option
         headers,
         body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     }
+}
+
+/// Runs one of the Python scripts beside this file; it must succeed.
+fn script(python: &str, name: &str, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve").join(name);
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Writes a tiny random Qwen2 chat model under `dir` (see make_tiny_qwen2.py).
+pub fn tiny_qwen2(python: &str, dir: &Path) -> PathBuf {
+    script(python, "make_tiny_qwen2.py", &[dir.to_str().unwrap()]);
+    dir.to_path_buf()
+}
+
+/// Writes a random PEFT LoRA adapter over the model in `base` under `dir` (see make_tiny_adapter.py).
+pub fn tiny_adapter(python: &str, base: &Path, dir: &Path, seed: u32) -> PathBuf {
+    script(
+        python,
+        "make_tiny_adapter.py",
+        &[base.to_str().unwrap(), dir.to_str().unwrap(), &seed.to_string()],
+    );
+    dir.to_path_buf()
 }

@@ -65,7 +65,7 @@ struct Named {
 }
 
 /// A model's chat template(s) with its special tokens, ready to render conversations.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     templates: Vec<Named>,

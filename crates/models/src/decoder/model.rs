@@ -90,6 +90,23 @@ impl Block {
         ]
     }
 
+    /// The same block over the same tensors, without an adapter.
+    fn share_base(&self) -> Block {
+        let share = |linear: &Linear| Linear::new(linear.weight.clone(), linear.bias.clone());
+        Block {
+            input_layernorm: self.input_layernorm.clone(),
+            post_attention_layernorm: self.post_attention_layernorm.clone(),
+            q_proj: share(&self.q_proj),
+            k_proj: share(&self.k_proj),
+            v_proj: share(&self.v_proj),
+            o_proj: share(&self.o_proj),
+            gate_proj: share(&self.gate_proj),
+            up_proj: share(&self.up_proj),
+            down_proj: share(&self.down_proj),
+            sliding_window: self.sliding_window,
+        }
+    }
+
     fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
         [
             ("self_attn.q_proj", &mut self.q_proj),
@@ -161,6 +178,22 @@ impl Decoder {
             training: false,
             lora: None,
         })
+    }
+
+    /// A second decoder over this one's base weights, without its adapter. Tensors are shared, not copied (a candle
+    /// tensor is a reference to its storage), so an adapter loaded into the copy costs only the adapter's own
+    /// weights: what serving several adapters over one base model needs.
+    pub fn share_base(&self) -> Decoder {
+        Decoder {
+            config: self.config.clone(),
+            embed_tokens: self.embed_tokens.clone(),
+            layers: self.layers.iter().map(Block::share_base).collect(),
+            norm: self.norm.clone(),
+            lm_head: self.lm_head.clone(),
+            inv_freq: self.inv_freq.clone(),
+            training: false,
+            lora: None,
+        }
     }
 
     pub fn config(&self) -> &DecoderConfig {

@@ -45,6 +45,30 @@ impl LocalChatModel {
         })
     }
 
+    /// This model with the PEFT adapter in `adapter` over it, sharing this model's base weights (so the new model
+    /// costs the adapter's weights only); this model itself is left as it is.
+    pub fn with_adapter(&self, adapter: &Path) -> Result<LocalChatModel, LlmError> {
+        let mut model = self.share_base();
+        peft::load_adapter(&mut model.decoder, adapter)
+            .map_err(|e| LlmError::Model(format!("adapter {}: {e}", adapter.display())))?;
+        Ok(model)
+    }
+
+    /// This model without its adapter, over the same base weights (shared, not copied).
+    pub fn share_base(&self) -> LocalChatModel {
+        LocalChatModel {
+            decoder: self.decoder.share_base(),
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// The folder the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The prompt text for `messages`: the chat template's rendering, or, for
     /// a base model without one, plain `Role: text` lines.
     pub fn render(&self, messages: &[Message], tools: &[Tool]) -> Result<String, LlmError> {

@@ -6,6 +6,7 @@
 //! Generation runs on a model worker; its text reaches the client as it is written. A client that hangs up
 //! raises the generation's [`Cancellation`], and the worker is free again after at most one more token.
 
+pub mod adapters;
 mod stream;
 mod wire;
 
@@ -24,23 +25,48 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::kb::{answer_mode, rag_error};
+use crate::metrics::TokenClock;
 use crate::{ApiError, AppState};
+use adapters::{Adapters, SharedModel};
 use wire::ChatRequest;
 
 /// The prefix of the knowledge base's model ids.
 pub const RAG_PREFIX: &str = "rag:";
 
-/// The chat model the server answers with: one generation at a time.
+/// The chat model the server answers with (one generation at a time), and the adapters served over it.
 pub struct ChatBackend {
     /// Its id in `/v1/models` and in requests.
     pub id: String,
-    pub model: Mutex<Box<dyn ChatModel + Send>>,
+    pub model: SharedModel,
+    pub adapters: Adapters,
 }
 
-/// What a request asked to talk to.
+impl ChatBackend {
+    /// `model`, served as `id`, without adapters.
+    pub fn new(id: String, model: Box<dyn ChatModel + Send>) -> ChatBackend {
+        ChatBackend {
+            id,
+            model: Arc::new(Mutex::new(model)),
+            adapters: Adapters::none(),
+        }
+    }
+
+    /// The model that writes the answer: the base model, or a served adapter (loaded now if needed).
+    fn writer(&self, adapter: Option<usize>) -> Result<SharedModel, ApiError> {
+        match adapter {
+            None => Ok(self.model.clone()),
+            Some(index) => self.adapters.model(index).map_err(llm_error),
+        }
+    }
+}
+
+/// What a request asked to talk to; `adapter` is the served adapter writing the answer, if any.
 enum Target {
-    Plain,
+    Plain {
+        adapter: Option<usize>,
+    },
     Rag {
+        adapter: Option<usize>,
         collection: CollectionRef,
         mode: AnswerMode,
         retrieval: Option<Mode>,
@@ -86,32 +112,44 @@ pub(crate) async fn completions(
     let messages = request.messages()?;
     let tools = request.tools()?;
     let cancel = Cancellation::new();
-    let options = {
-        let model = backend.model.lock().expect("no panic holds the model");
-        // About what the chat template adds: a few tokens per message.
-        let prompt: usize = messages.iter().map(|m| model.count_tokens(&m.content) + 4).sum();
-        GenerationOptions {
-            cancel: cancel.clone(),
-            ..request.generation(model.context_tokens(), prompt)?
-        }
+    // Checked here, before any reply; the default length, which needs the model, is set on the worker.
+    let mut options = GenerationOptions {
+        cancel: cancel.clone(),
+        ..request.generation(usize::MAX, 0)?
     };
+    let length_asked = request.max_tokens().is_some();
     let reader = match &target {
         Target::Rag { collection, .. } => Some(state.reader(collection).await?),
-        Target::Plain => None,
+        Target::Plain { .. } => None,
     };
     let (tokens, received) = tokio::sync::mpsc::unbounded_channel::<String>();
     let work_state = state.clone();
     let key = caller.prefix.clone();
+    let adapter_name = target
+        .adapter()
+        .map(|index| backend.adapters.served()[index].name.clone());
     let work = move || -> Result<Reply, ApiError> {
-        let mut model = backend.model.lock().expect("no panic holds the model");
+        let writer = backend.writer(target.adapter())?;
+        let mut model = writer.lock().expect("no panic holds the model");
+        if !length_asked {
+            // About what the chat template adds: a few tokens per message.
+            let prompt: usize = messages.iter().map(|m| model.count_tokens(&m.content) + 4).sum();
+            options.max_tokens = options
+                .max_tokens
+                .min(model.context_tokens().saturating_sub(prompt))
+                .max(1);
+        }
+        let options = options;
+        let mut clock = TokenClock::start();
         let mut send = |text: &str| {
+            clock.tick();
             // A closed channel means nobody reads the stream anymore.
             if tokens.send(text.to_string()).is_err() {
                 options.cancel.cancel();
             }
         };
-        match target {
-            Target::Plain => model
+        let reply = match target {
+            Target::Plain { .. } => model
                 .chat(&messages, &tools, &options, &mut send)
                 .map(Reply::Chat)
                 .map_err(llm_error),
@@ -120,12 +158,14 @@ pub(crate) async fn completions(
                 mode,
                 retrieval,
                 k,
+                ..
             } => {
                 let question = last_user_message(&messages)?;
                 let reader = reader.expect("a RAG target has its reader");
                 let embedder = work_state.embedder.get().cloned();
+                let reranker = work_state.reranker.get().cloned();
                 let retriever =
-                    Retriever::with_models(&reader, &collection, retrieval, &Options::default(), embedder, None)
+                    Retriever::with_models(&reader, &collection, retrieval, &Options::default(), embedder, reranker)
                         .map_err(|e| rag_error(&collection, e))?;
                 let answer_options = AnswerOptions {
                     templates: PromptTemplates::for_collection(&work_state.home, &collection)
@@ -157,13 +197,18 @@ pub(crate) async fn completions(
                     knowhow_rag::answer::AnswerError::Llm(LlmError::Cancelled) => llm_error(LlmError::Cancelled),
                     e => ApiError::internal(e.to_string()),
                 })?;
-                let mut record = answer.audit_record(None);
+                let mut record = answer.audit_record(adapter_name);
                 record.key = key;
                 let log = knowhow_rag::answer::answers_log(work_state.home.root(), &collection.namespace);
                 record.append_to(&log).map_err(|e| ApiError::internal(e.to_string()))?;
                 Ok(Reply::Rag(Box::new(answer)))
             }
-        }
+        }?;
+        let usage = reply.said(None).usage.unwrap_or_default();
+        work_state
+            .metrics
+            .generated(&clock, usage.prompt_tokens, usage.completion_tokens);
+        Ok(reply)
     };
     let result = state.workers.submit(work)?;
     let header = stream::Header::new(&request.model);
@@ -184,34 +229,60 @@ pub(crate) async fn completions(
     Ok(Json(complete(&header, &reply, request.max_tokens())).into_response())
 }
 
-/// Which model a request talks to, and for the knowledge base, where and how to retrieve.
+impl Target {
+    fn adapter(&self) -> Option<usize> {
+        match self {
+            Target::Plain { adapter } | Target::Rag { adapter, .. } => *adapter,
+        }
+    }
+}
+
+/// Which model a request talks to (the base model, or an adapter by its name), and for the knowledge base
+/// (`rag:COLLECTION`, `rag:COLLECTION+ADAPTER`, or the `knowhow` extension), where and how to retrieve.
 fn target(caller: &Caller, backend: &ChatBackend, request: &ChatRequest) -> Result<Target, ApiError> {
-    let (name, mode, k) = match (request.model.strip_prefix(RAG_PREFIX), &request.knowhow) {
-        (Some(name), extension) => (
-            Some(name.to_string()),
-            extension.as_ref().and_then(|e| e.mode.clone()),
-            extension.as_ref().and_then(|e| e.k),
-        ),
-        (None, Some(extension)) if request.model == backend.id => {
-            (Some(extension.collection.clone()), extension.mode.clone(), extension.k)
+    let not_served = |model: &str| {
+        let adapters: Vec<&str> = backend.adapters.served().iter().map(|a| a.name.as_str()).collect();
+        ApiError::not_found(format!(
+            "model {model:?} is not served here: GET /v1/models lists what is (chat: {:?}, adapters: {adapters:?})",
+            backend.id
+        ))
+        .with_param("model")
+        .with_code("model_not_found")
+    };
+    let writer = |model: &str| -> Result<Option<usize>, ApiError> {
+        if model == backend.id {
+            return Ok(None);
         }
-        (None, _) if request.model == backend.id => (None, None, None),
-        (None, _) => {
-            return Err(ApiError::not_found(format!(
-                "model {:?} is not served here: GET /v1/models lists what is (chat: {:?})",
-                request.model, backend.id
-            ))
-            .with_param("model")
-            .with_code("model_not_found"))
-        }
+        backend.adapters.find(model).map(Some).ok_or_else(|| not_served(model))
+    };
+    let extension = request.knowhow.as_ref();
+    let (name, adapter) = match request.model.strip_prefix(RAG_PREFIX) {
+        Some(rag) => match rag.split_once('+') {
+            Some((collection, adapter)) => (Some(collection.to_string()), writer(adapter)?),
+            None => (Some(rag.to_string()), None),
+        },
+        None => (extension.map(|e| e.collection.clone()), writer(&request.model)?),
     };
     let Some(name) = name else {
-        return Ok(Target::Plain);
+        return Ok(Target::Plain { adapter });
     };
+    let mode = match extension {
+        Some(e) if e.rerank == Some(true) && e.mode.as_deref().is_some_and(|m| m != "rerank") => {
+            return Err(ApiError::invalid(
+                "knowhow.rerank",
+                format!("rerank: true is the rerank mode; it cannot go with mode {:?}", e.mode),
+            ))
+        }
+        Some(e) if e.rerank == Some(true) => Some("rerank".to_string()),
+        Some(e) => e.mode.clone(),
+        None => None,
+    };
+    let k = extension.and_then(|e| e.k);
     let collection = caller.collection(&name)?;
     let (mode, retrieval) = answer_mode(mode.as_deref(), true)?;
     let k = crate::kb::k(k, 8)?;
     Ok(Target::Rag {
+        adapter,
         collection,
         mode,
         retrieval,
@@ -338,6 +409,12 @@ pub(crate) fn models(state: &AppState, caller: &Caller) -> Vec<Value> {
     };
     let mut listed =
         vec![json!({"id": backend.id, "object": "model", "created": state.started, "owned_by": "knowhow"})];
+    for adapter in backend.adapters.served() {
+        listed.push(json!({
+            "id": adapter.name, "object": "model", "created": state.started, "owned_by": "knowhow",
+            "parent": backend.id,
+        }));
+    }
     if let Ok(namespace) = caller.namespace() {
         let collections = state.home.list().unwrap_or_default();
         for collection in collections.iter().filter(|c| c.namespace == namespace) {

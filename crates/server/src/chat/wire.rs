@@ -53,6 +53,9 @@ pub(crate) struct Extension {
     pub mode: Option<String>,
     #[serde(default)]
     pub k: Option<usize>,
+    /// `true`: re-rank the retrieved chunks with the served cross-encoder (the `rerank` mode).
+    #[serde(default)]
+    pub rerank: Option<bool>,
 }
 
 #[derive(Deserialize)]
