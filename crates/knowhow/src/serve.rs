@@ -136,9 +136,12 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
             }
         });
     }
+    // Ctrl-C, or SIGTERM (what a service manager or a container runtime sends): stop taking connections, finish
+    // the requests in flight, then exit.
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
+            () = terminated() => {}
             Ok(()) = on_failure => {}
         }
     };
@@ -147,6 +150,21 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
         return Err(error);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminated() {
+    std::future::pending().await
 }
 
 /// The `--llm` model with its id in `/v1/models` (`local` for a local folder, the model's name for a remote one),

@@ -136,12 +136,20 @@ fn every_answer_has_a_request_id_errors_have_the_openai_shape_and_bodies_are_lim
     assert_eq!(body["error"]["param"], "body");
 
     let huge = serde_json::json!({"model": "default", "input": "x".repeat(4096)}).to_string();
-    let too_large = agent
+    let mut too_large = agent
         .post(format!("{}/v1/embeddings", served.url))
         .header("content-type", "application/json")
         .send(huge.as_str())
         .unwrap();
     assert_eq!(too_large.status().as_u16(), 413);
+    // In the OpenAI shape, as every other error, though axum itself refused it.
+    let body: serde_json::Value = serde_json::from_str(&too_large.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large", "{body}");
+    let mut wrong_method = agent.get(format!("{}/v1/embeddings", served.url)).call().unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    assert_eq!(wrong_method.headers().get("allow").unwrap(), "POST");
+    let body: serde_json::Value = serde_json::from_str(&wrong_method.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
 }
 
 #[test]

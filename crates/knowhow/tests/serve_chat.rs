@@ -260,3 +260,40 @@ fn knowhows_own_openai_client_answers_through_knowhow_serve() {
     assert_eq!(answer["usage"]["completion_tokens"], 16, "{answer}");
     assert!(!answer["sources"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn sigterm_drains_the_requests_in_flight_then_exits() {
+    let test = "sigterm_drains_the_requests_in_flight_then_exits";
+    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+        return;
+    };
+    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+        return;
+    };
+    let kh = Knowhow::new();
+    let qwen = tiny_qwen2(&python, &kh.home.path().join("tiny-qwen2"));
+    let mut served = serve(&kh, &model, &["--llm", &format!("local:{}", qwen.display())]);
+    let url = served.url.clone();
+    let long = json!({"model": "local", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3000});
+    let in_flight = std::thread::spawn(move || call(&url, "POST", "/v1/chat/completions", None, Some(long)));
+    // Until the worker has taken it: the queue is empty and nothing has come back yet.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!in_flight.is_finished(), "the long reply must still be generating");
+    let pid = served.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let answer = in_flight.join().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.body["usage"]["completion_tokens"], 3000,
+        "the reply in flight was finished"
+    );
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Stopped: nobody answers on the address anymore.
+    let after = support::agent().get(format!("{}/health", served.url)).call();
+    assert!(after.is_err(), "{after:?}");
+}

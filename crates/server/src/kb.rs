@@ -77,6 +77,7 @@ pub(crate) fn index_error(collection: &CollectionRef, error: knowhow_index::Erro
                 collection.collection
             ),
         ),
+        error @ knowhow_index::Error::NoModel(_) => ApiError::invalid("mode", error.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }

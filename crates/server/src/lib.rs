@@ -283,10 +283,46 @@ fn router(state: Arc<AppState>, options: &ServeOptions) -> Router {
         .merge(api)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::map_response(error_shape))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The errors axum answers by itself (a body over its limit, a method the route does not take) in the OpenAI
+/// shape, as every other error, so that an SDK raises its own exception for them too.
+async fn error_shape(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::METHOD_NOT_ALLOWED) {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let mut shaped = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "request_too_large",
+            "the request body is larger than this server accepts (knowhow serve --max-body-bytes, or \
+             --max-upload-bytes for document uploads)",
+        ),
+        _ => ApiError::new(
+            status,
+            "method_not_allowed",
+            format!(
+                "this route does not take that method; it takes {}",
+                allow.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("another")
+            ),
+        ),
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        shaped.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    shaped
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
