@@ -11,10 +11,14 @@
 //!   `input` a string or a list of strings; `encoding_format` `float` or `base64` (little-endian f32, what the
 //!   official Python SDK asks for by default); token-id arrays and a `dimensions` other than the model's are
 //!   refused with 400 naming the field.
-//! - `GET /v1/models`: the embedding model.
-//! - The knowledge-base API under `/v1/collections` ([`kb`]): collections, documents, search with per-stage
-//!   scores, and extractive answers, in the caller's namespace.
-//! - `GET /health` (live), `GET /ready` (503 until the models are loaded), `GET /metrics` (Prometheus).
+//! - `POST /v1/chat/completions` ([`chat`]): the `--llm` model, its adapters by name, and `rag:COLLECTION` answers
+//!   with citations.
+//! - `POST /v1/rerank` (and `/rerank`): the `--rerank-model` cross-encoder, in TEI's shape.
+//! - `GET /v1/models`: every model above the caller may use (adapters and `rag:` models with their `parent`).
+//! - The knowledge-base API under `/v1/collections` ([`kb`]): collections, documents (uploads become [`jobs`]),
+//!   search with per-stage scores, and extractive answers, in the caller's namespace.
+//! - `GET /health` (live), `GET /ready` (503 until the models are loaded), `GET /metrics` (Prometheus),
+//!   `GET /openapi.json` and `GET /docs` (the API, described and rendered).
 //!
 //! Errors are OpenAI's `{"error": {"message", "type", "param", "code"}}` with the real status.
 //!
