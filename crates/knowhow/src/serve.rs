@@ -10,6 +10,7 @@ use knowhow_rag::llm::local::LocalChatModel;
 use knowhow_rag::llm::ChatModel;
 use knowhow_server::chat::adapters::{Adapters, LoadAdapter, ServedAdapter};
 use knowhow_server::chat::ChatBackend;
+use knowhow_server::log::{self, Level, LogFormat};
 use knowhow_server::{ServeOptions, Server};
 use serde_json::json;
 
@@ -42,9 +43,17 @@ pub struct Args {
     /// Texts per embedding batch
     #[arg(long, default_value_t = 32, value_name = "N")]
     embed_batch: usize,
-    /// Requests waiting for a model worker beyond which the server answers 503 with retry-after
+    /// Requests waiting for a thread beyond which the server answers 503 with retry-after
     #[arg(long, default_value_t = 64, value_name = "N")]
     queue: usize,
+    /// Threads answering search, ask and embeddings; the embedding model embeds what they wait for together,
+    /// so more concurrent requests make bigger, cheaper batches
+    #[arg(long, default_value_t = ServeOptions::default().retrieval_threads, value_name = "N")]
+    retrieval_threads: usize,
+    /// How the log on stderr is written: text for a person, json for a log collector (one object per line,
+    /// every request included)
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text, value_name = "FORMAT")]
+    log_format: LogFormatArg,
     /// Largest request body accepted, in bytes (larger ones are answered 413)
     #[arg(long, default_value_t = ServeOptions::default().max_body_bytes, value_name = "BYTES")]
     max_body_bytes: usize,
@@ -53,10 +62,21 @@ pub struct Args {
     max_upload_bytes: usize,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
 pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    log::set_format(match args.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
     let options = ServeOptions {
         listen: args.listen,
         queue: args.queue,
+        retrieval_threads: args.retrieval_threads,
         max_body_bytes: args.max_body_bytes,
         max_upload_bytes: args.max_upload_bytes,
         ..ServeOptions::default()
@@ -81,10 +101,14 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
     let keys = knowhow_server::keys::KeyStore::in_home(context.home.root()).list()?;
     if context.json {
         output::json_line(&json!({"listening": format!("http://{address}"), "keys": !keys.is_empty()}));
-    } else if keys.is_empty() {
-        eprintln!("knowhow serve: listening on http://{address} without API keys (loopback only; Ctrl-C stops)");
     } else {
-        eprintln!("knowhow serve: listening on http://{address}; every /v1 request needs an API key (Ctrl-C stops)");
+        let message = if keys.is_empty() {
+            format!("listening on http://{address} without API keys (loopback only; Ctrl-C stops)")
+        } else {
+            format!("listening on http://{address}; every /v1 request needs an API key (Ctrl-C stops)")
+        };
+        let fields = json!({"address": format!("http://{address}"), "keys": !keys.is_empty()});
+        log::event(Level::Info, "listening", &message, fields);
     }
     // The model loads beside the server, which answers /health (and 503 on /ready) meanwhile; a model that cannot
     // load stops the server with its error.
@@ -114,13 +138,12 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
             });
             match loaded {
                 Ok((chat, reranker, embedder)) => {
-                    if !resolve_context.json {
-                        let chatting = chat
-                            .as_ref()
-                            .map(|c| format!(", chatting as {}", c.id))
-                            .unwrap_or_default();
-                        eprintln!("knowhow serve: ready, embedding with {}{chatting}", embedder.pin);
-                    }
+                    let chatting = chat
+                        .as_ref()
+                        .map(|c| format!(", chatting as {}", c.id))
+                        .unwrap_or_default();
+                    let message = format!("ready, embedding with {}{chatting}", embedder.pin);
+                    let fields = json!({"embedding": embedder.pin.id, "chat": chat.as_ref().map(|c| &c.id)});
                     if let Some(chat) = chat {
                         readiness.set_chat(chat);
                     }
@@ -128,6 +151,10 @@ async fn serve(context: &Context, args: &Args, options: &ServeOptions) -> anyhow
                         readiness.set_reranker(reranker);
                     }
                     readiness.set_embedder(embedder);
+                    // Said once it is true: a client that waits for this line may send at once.
+                    if !resolve_context.json {
+                        log::event(Level::Info, "ready", &message, fields);
+                    }
                 }
                 Err(error) => {
                     *failure.lock().expect("no panic holds it") = Some(error);
@@ -184,9 +211,11 @@ fn load_chat(
     if let Some(folder) = spec.strip_prefix("local:") {
         let base =
             LocalChatModel::load(Path::new(folder), None).with_context(|| format!("cannot serve --llm {spec}"))?;
+        // Hashing the base weights reads the whole model: once per start, however many adapters check it.
+        let mut base_sha256 = None;
         let served = adapters
             .iter()
-            .map(|adapter| served_adapter(context, adapter, base.dir()))
+            .map(|adapter| served_adapter(context, adapter, base.dir(), &mut base_sha256))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let over = base.share_base();
         let load: LoadAdapter =
@@ -219,7 +248,13 @@ fn load_chat(
 
 /// What `--adapter NAME` serves: the registered adapter (or folder) it names, checked against the base model it
 /// was trained on when its card records one, so that an adapter never runs over weights it was not trained for.
-fn served_adapter(context: &Context, adapter: &str, base: &Path) -> anyhow::Result<ServedAdapter> {
+/// `base_sha256` caches the base weights' hash between calls.
+fn served_adapter(
+    context: &Context,
+    adapter: &str,
+    base: &Path,
+    base_sha256: &mut Option<String>,
+) -> anyhow::Result<ServedAdapter> {
     let dir = knowhow_tune::registry::resolve_adapter(context.home.root(), adapter)?;
     let weights = dir.join(knowhow_models::decoder::peft::ADAPTER_WEIGHTS);
     let bytes = std::fs::metadata(&weights)
@@ -227,7 +262,12 @@ fn served_adapter(context: &Context, adapter: &str, base: &Path) -> anyhow::Resu
         .len();
     let (name, version) = match knowhow_tune::registry::read_card(&dir) {
         Ok(card) => {
-            let base_sha256 = knowhow_tune::registry::weights_sha256(base)?;
+            let base_sha256 = match base_sha256 {
+                Some(hash) => hash.clone(),
+                None => base_sha256
+                    .insert(knowhow_tune::registry::weights_sha256(base)?)
+                    .clone(),
+            };
             if card.base_model.sha256 != base_sha256 {
                 anyhow::bail!(
                     "--adapter {adapter} was trained on {} (weights sha256 {}), not on the --llm model {} ({}); \

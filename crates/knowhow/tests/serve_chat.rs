@@ -15,11 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{write, Knowhow};
-use knowhow_testkit::env::required_env;
 use knowhow_testkit::http::{Response, Server};
 use knowhow_testkit_tiny::{self as tiny, TinyOptions};
 use serde_json::{json, Value};
-use support::{call, serve, tiny_adapter, tiny_qwen2};
+use support::{call, minilm_and_python, serve, tiny_adapter, tiny_qwen2};
 
 const TOOL_CALL: &str = r#"{"name":"get_weather","parameters":{"city":"Paris"}}"#;
 
@@ -46,10 +45,7 @@ fn handbook(kh: &Knowhow, model: &str) {
 #[test]
 fn the_official_openai_sdk_chats_streams_calls_tools_and_gets_citations() {
     let test = "the_official_openai_sdk_chats_streams_calls_tools_and_gets_citations";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let chat_home = Knowhow::new();
@@ -179,19 +175,23 @@ fn the_official_openai_sdk_chats_streams_calls_tools_and_gets_citations() {
     assert_eq!(seen["rag_stream_citations"], rag_answer["citations"]);
 }
 
+/// `knowhow serve` over a tiny random Qwen2, and a request whose reply takes seconds: 3000 tokens, which this
+/// checkpoint's random weights run to without choosing its end token (the tests check the count).
+fn serving_a_long_reply(kh: &Knowhow, model: &str, python: &str) -> (support::Served, serde_json::Value) {
+    let qwen = tiny_qwen2(python, &kh.home.path().join("tiny-qwen2"));
+    let served = serve(kh, model, &["--llm", &format!("local:{}", qwen.display())]);
+    let long = json!({"model": "local", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3000});
+    (served, long)
+}
+
 #[test]
 fn a_client_that_hangs_up_mid_stream_frees_the_worker() {
     let test = "a_client_that_hangs_up_mid_stream_frees_the_worker";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let kh = Knowhow::new();
-    let qwen = tiny_qwen2(&python, &kh.home.path().join("tiny-qwen2"));
-    let served = serve(&kh, &model, &["--llm", &format!("local:{}", qwen.display())]);
-    let long = json!({"model": "local", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3000});
+    let (served, long) = serving_a_long_reply(&kh, &model, &python);
     let started = Instant::now();
     let full = call(&served.url, "POST", "/v1/chat/completions", None, Some(long.clone()));
     let full_time = started.elapsed();
@@ -232,10 +232,7 @@ fn a_client_that_hangs_up_mid_stream_frees_the_worker() {
 #[test]
 fn knowhows_own_openai_client_answers_through_knowhow_serve() {
     let test = "knowhows_own_openai_client_answers_through_knowhow_serve";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let server_home = Knowhow::new();
@@ -264,17 +261,12 @@ fn knowhows_own_openai_client_answers_through_knowhow_serve() {
 #[test]
 fn sigterm_drains_the_requests_in_flight_then_exits() {
     let test = "sigterm_drains_the_requests_in_flight_then_exits";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let kh = Knowhow::new();
-    let qwen = tiny_qwen2(&python, &kh.home.path().join("tiny-qwen2"));
-    let mut served = serve(&kh, &model, &["--llm", &format!("local:{}", qwen.display())]);
+    let (mut served, long) = serving_a_long_reply(&kh, &model, &python);
     let url = served.url.clone();
-    let long = json!({"model": "local", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3000});
     let in_flight = std::thread::spawn(move || call(&url, "POST", "/v1/chat/completions", None, Some(long)));
     // Until the worker has taken it: the queue is empty and nothing has come back yet.
     std::thread::sleep(Duration::from_millis(500));

@@ -12,9 +12,8 @@ mod support;
 use std::path::Path;
 
 use common::{write, Knowhow};
-use knowhow_testkit::env::required_env;
 use serde_json::{json, Value};
-use support::{call, serve, tiny_adapter, tiny_qwen2};
+use support::{call, minilm_and_python, serve, tiny_adapter, tiny_qwen2};
 
 fn hello(url: &str, model: &str) -> support::Answer {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8});
@@ -46,10 +45,7 @@ fn metric(url: &str, series: &str) -> Option<f64> {
 #[test]
 fn adapters_answer_by_name_over_the_base_and_are_let_go_past_the_budget() {
     let test = "adapters_answer_by_name_over_the_base_and_are_let_go_past_the_budget";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let kh = Knowhow::new();
@@ -157,10 +153,7 @@ fn adapters_answer_by_name_over_the_base_and_are_let_go_past_the_budget() {
 #[test]
 fn rerank_scores_as_transformers_and_serves_knowhows_own_tei_client() {
     let test = "rerank_scores_as_transformers_and_serves_knowhows_own_tei_client";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let kh = Knowhow::new();

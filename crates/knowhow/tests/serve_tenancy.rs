@@ -11,9 +11,8 @@ mod support;
 use std::path::Path;
 
 use common::{write, Knowhow};
-use knowhow_testkit::env::required_env;
 use serde_json::{json, Value};
-use support::{call, serve, serve_on, Served};
+use support::{call, minilm, minilm_and_python, serve, serve_on, Served};
 
 /// A's handbook and B's secret: B's text shares A's words ("vacation"), so a leak would rank.
 fn two_tenants(kh: &Knowhow, model: &str) {
@@ -82,7 +81,7 @@ fn search(served: &Served, key: &str, collection: &str, query: &str, mode: &str)
 #[test]
 fn two_tenants_never_see_each_other_and_roles_limit_what_a_key_may_do() {
     let test = "two_tenants_never_see_each_other_and_roles_limit_what_a_key_may_do";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+    let Some(model) = minilm(test) else {
         return;
     };
     let kh = Knowhow::new();
@@ -323,17 +322,20 @@ fn two_tenants_never_see_each_other_and_roles_limit_what_a_key_may_do() {
         ),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"knowhow_retrieval_stage_seconds_count{stage="hybrid"}"#),
-        "{metrics}"
-    );
-    assert!(metrics.contains("knowhow_queue_depth 0"), "{metrics}");
+    for stage in ["lexical", "embed", "dense", "fuse", "snippets", "ask"] {
+        let series = format!("knowhow_retrieval_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert!(metrics.contains(&series), "{series}: {metrics}");
+    }
+    for queue in ["model", "retrieval"] {
+        let series = format!("knowhow_queue_depth{{queue=\"{queue}\"}} 0");
+        assert!(metrics.contains(&series), "{series}: {metrics}");
+    }
 }
 
 #[test]
 fn a_key_over_its_rate_gets_429_with_retry_after_and_the_ratelimit_headers() {
     let test = "a_key_over_its_rate_gets_429_with_retry_after_and_the_ratelimit_headers";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+    let Some(model) = minilm(test) else {
         return;
     };
     let kh = Knowhow::new();
@@ -363,7 +365,7 @@ fn a_key_over_its_rate_gets_429_with_retry_after_and_the_ratelimit_headers() {
 #[test]
 fn with_a_key_the_server_may_listen_beyond_loopback_and_answers_no_one_without_it() {
     let test = "with_a_key_the_server_may_listen_beyond_loopback_and_answers_no_one_without_it";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+    let Some(model) = minilm(test) else {
         return;
     };
     let kh = Knowhow::new();
@@ -409,10 +411,7 @@ fn keys_are_shown_once_stored_as_digests_and_listed_by_prefix() {
 #[test]
 fn the_official_openai_sdk_raises_its_own_exceptions_for_401_and_429_and_retries_after_a_429() {
     let test = "the_official_openai_sdk_raises_its_own_exceptions_for_401_and_429_and_retries_after_a_429";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
-        return;
-    };
-    let Some(python) = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python") else {
+    let Some((model, python)) = minilm_and_python(test) else {
         return;
     };
     let kh = Knowhow::new();

@@ -13,9 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::Knowhow;
-use knowhow_testkit::env::required_env;
 use serde_json::{json, Value};
-use support::{call, send, serve, Served};
+use support::{call, minilm, send, serve, Served};
 
 /// A multipart/form-data body of `files` (name, bytes), each as a `file` field.
 fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
@@ -79,7 +78,7 @@ fn key(kh: &Knowhow, args: &[&str]) -> String {
 #[test]
 fn uploaded_files_become_a_job_whose_files_each_end_indexed_unchanged_or_failed() {
     let test = "uploaded_files_become_a_job_whose_files_each_end_indexed_unchanged_or_failed";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+    let Some(model) = minilm(test) else {
         return;
     };
     let kh = Knowhow::new();
@@ -180,6 +179,21 @@ fn uploaded_files_become_a_job_whose_files_each_end_indexed_unchanged_or_failed(
         "{}",
         documents.body
     );
+    let metrics = support::agent()
+        .get(format!("{}/metrics", served.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for line in [
+        "knowhow_ingest_files_total{state=\"indexed\"} 3",
+        "knowhow_ingest_files_total{state=\"unchanged\"} 1",
+        "knowhow_ingest_files_total{state=\"failed\"} 1",
+        "knowhow_ingest_documents_total{status=\"added\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
 
     // Refusals: a read key cannot upload; another namespace sees neither the collection nor the job.
     assert_eq!(upload(&served, &reader, "inbox", &[("x.md", good)]).status, 403);
@@ -198,7 +212,7 @@ fn uploaded_files_become_a_job_whose_files_each_end_indexed_unchanged_or_failed(
 #[test]
 fn a_job_cut_short_by_a_crash_resumes_on_the_next_start() {
     let test = "a_job_cut_short_by_a_crash_resumes_on_the_next_start";
-    let Some(model) = required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2") else {
+    let Some(model) = minilm(test) else {
         return;
     };
     let kh = Knowhow::new();

@@ -22,6 +22,7 @@
 //!   weak evidence, and the audit record.
 
 pub mod answer;
+pub mod batcher;
 pub mod embedding;
 pub mod fusion;
 pub mod llm;
@@ -32,7 +33,7 @@ pub mod retrieve;
 pub mod retriever;
 
 pub use models::{load_embedder, load_reranker, Embedder, LoadedEmbedder, Reranker};
-pub use retrieve::{retrieve, Mode, Options, Retrieved};
+pub use retrieve::{retrieve, retrieve_timed, Mode, Options, Retrieved, StageTimes};
 pub use retriever::{LexicalFallback, Retriever, RetrieverSettings};
 
 use knowhow_core::CollectionRef;

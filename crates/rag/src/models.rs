@@ -13,12 +13,15 @@ use knowhow_hub::{ResolveOptions, ResolvedModel, Source};
 use knowhow_index::{ModelPin, WeightsChecksum};
 use knowhow_models::{CrossEncoder, LoadOptions, SentenceEmbedder};
 
+use crate::batcher::EmbedBatcher;
 use crate::remote::{OpenAiEmbedder, RemoteConfig, RemoteReranker, RerankFlavor};
 use crate::Error;
 
 /// Turns texts into vectors.
 pub enum Embedder {
     Local(Box<SentenceEmbedder>),
+    /// A local model shared by many threads, which embeds what they wait for together (a server's).
+    Batched(EmbedBatcher),
     Remote(OpenAiEmbedder),
 }
 
@@ -34,23 +37,32 @@ impl Embedder {
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
         match self {
             Embedder::Local(model) => Ok(model.embed(texts)?),
+            Embedder::Batched(batcher) => batcher.embed(texts),
             Embedder::Remote(client) => Ok(client.embed(texts)?),
+        }
+    }
+
+    /// The same model, batching the requests of concurrent callers ([`EmbedBatcher`]); a remote model is left as
+    /// it is (its server batches).
+    pub fn batched(self) -> Embedder {
+        match self {
+            Embedder::Local(model) => Embedder::Batched(EmbedBatcher::start(*model)),
+            other => other,
         }
     }
 
     /// The longest text, in tokens, the model reads whole (without the
     /// special tokens it adds); `None` when unknown (a remote model).
     pub fn max_tokens(&self) -> Option<usize> {
-        match self {
-            Embedder::Local(model) => Some(model.max_seq_length().saturating_sub(2).max(1)),
-            Embedder::Remote(_) => None,
-        }
+        self.token_counter()
+            .map(|model| model.max_seq_length().saturating_sub(2).max(1))
     }
 
     /// Counts tokens as the model sees them; `None` for a remote model.
     pub fn token_counter(&self) -> Option<&SentenceEmbedder> {
         match self {
             Embedder::Local(model) => Some(model),
+            Embedder::Batched(batcher) => Some(batcher.model()),
             Embedder::Remote(_) => None,
         }
     }

@@ -7,6 +7,8 @@
 //! rerank  : hybrid top-n → cross-encoder scores → top-k
 //! ```
 
+use std::time::{Duration, Instant};
+
 use knowhow_core::ChunkId;
 use knowhow_index::{Filter, Reader, ScoredChunk};
 
@@ -157,6 +159,23 @@ impl Retrieved {
     }
 }
 
+/// Where one query's time went, stage by stage, in the order the stages finished: `lexical` (BM25), `embed` (the
+/// query's vector), `dense` (the vector scan), `fuse` (RRF), `rerank` (passages read and scored). BM25 runs beside
+/// the embedding and the scan in hybrid and rerank modes, so the stages may add up to more than the wall time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl StageTimes {
+    fn time<T>(&mut self, stage: &'static str, work: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let done = work();
+        self.stages.push((stage, started.elapsed()));
+        done
+    }
+}
+
 /// The top `k` chunks of `reader`'s collection for `query`.
 ///
 /// `embedder` is required for every mode but lexical, `reranker` for rerank;
@@ -170,35 +189,75 @@ pub fn retrieve(
     reranker: Option<&Reranker>,
     options: &Options,
 ) -> Result<Vec<Retrieved>, Error> {
-    let dense = |limit: usize| -> Result<Vec<ScoredChunk>, Error> {
+    let models = (embedder, reranker);
+    retrieve_timed(reader, query, k, mode, models, options, &mut StageTimes::default())
+}
+
+/// [`retrieve`], saying in `times` how long each stage took. `models` are the embedder and the re-ranker.
+pub fn retrieve_timed(
+    reader: &Reader,
+    query: &str,
+    k: usize,
+    mode: Mode,
+    models: (Option<&Embedder>, Option<&Reranker>),
+    options: &Options,
+    times: &mut StageTimes,
+) -> Result<Vec<Retrieved>, Error> {
+    let (embedder, reranker) = models;
+    let dense = |limit: usize, times: &mut StageTimes| -> Result<Vec<ScoredChunk>, Error> {
         let embedder = embedder.ok_or(Error::NeedsModel(mode, "an embedding model"))?;
-        let vector = embedder.embed(&[query])?.pop().expect("one text, one vector");
-        Ok(reader.dense(&vector, limit, options.filter.as_ref())?)
+        let vector = times
+            .time("embed", || embedder.embed(&[query]))?
+            .pop()
+            .expect("one text, one vector");
+        Ok(times.time("dense", || reader.dense(&vector, limit, options.filter.as_ref()))?)
+    };
+    // BM25 on a thread of its own while this one embeds the query and scans the vectors. Not rayon::join: its
+    // closures run on rayon's pool, and an embedder that waits for its batch (the server's `EmbedBatcher`) would
+    // hold pool threads that the model's own matrix products need.
+    let lexical_and_dense = |limit: usize, times: &mut StageTimes| -> Result<_, Error> {
+        let (lexical, dense) = std::thread::scope(|scope| {
+            let lexical = scope.spawn(|| {
+                let started = Instant::now();
+                (reader.rank(query, limit), started.elapsed())
+            });
+            let dense = dense(limit, times);
+            let lexical = lexical.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (lexical, dense)
+        });
+        let (lexical, seconds) = lexical;
+        times.stages.push(("lexical", seconds));
+        let (lexical, dense) = (lexical?, dense?);
+        times.time("fuse", || fuse(&lexical, &dense, options))
     };
     match mode {
-        Mode::Lexical => Ok(reader.rank(query, k)?.into_iter().map(Retrieved::lexical).collect()),
-        Mode::Dense => Ok(dense(k)?.into_iter().map(Retrieved::dense).collect()),
+        Mode::Lexical => Ok(times
+            .time("lexical", || reader.rank(query, k))?
+            .into_iter()
+            .map(Retrieved::lexical)
+            .collect()),
+        Mode::Dense => Ok(dense(k, times)?.into_iter().map(Retrieved::dense).collect()),
         Mode::Hybrid => {
-            let limit = options.candidates.max(k);
-            let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
-            let mut fused = fuse(&lexical?, &dense?, options)?;
+            let mut fused = lexical_and_dense(options.candidates.max(k), times)?;
             fused.truncate(k);
             Ok(fused)
         }
         Mode::Rerank => {
             let reranker = reranker.ok_or(Error::NeedsModel(mode, "a re-ranking model"))?;
             let limit = options.candidates.max(k).max(options.rerank_top);
-            let (lexical, dense) = rayon::join(|| reader.rank(query, limit), || dense(limit));
-            let mut fused = fuse(&lexical?, &dense?, options)?;
+            let mut fused = lexical_and_dense(limit, times)?;
             fused.truncate(options.rerank_top.max(k));
-            let ids: Vec<ChunkId> = fused.iter().map(|r| r.id.clone()).collect();
-            let texts = reader.chunk_texts(&ids)?;
-            let passages: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
-            let scores = reranker.score(query, &passages)?;
-            for (retrieved, score) in fused.iter_mut().zip(scores) {
-                retrieved.rerank_score = Some(score);
-                retrieved.score = score;
-            }
+            times.time("rerank", || -> Result<(), Error> {
+                let ids: Vec<ChunkId> = fused.iter().map(|r| r.id.clone()).collect();
+                let texts = reader.chunk_texts(&ids)?;
+                let passages: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+                let scores = reranker.score(query, &passages)?;
+                for (retrieved, score) in fused.iter_mut().zip(scores) {
+                    retrieved.rerank_score = Some(score);
+                    retrieved.score = score;
+                }
+                Ok(())
+            })?;
             // Stable: equal cross-encoder scores keep their fused order.
             fused.sort_by(|a, b| b.score.total_cmp(&a.score));
             fused.truncate(k);

@@ -9,7 +9,7 @@ use knowhow_index::Reader;
 
 use crate::embedding::embedder_for_query;
 use crate::models::{load_reranker, Embedder, LoadedEmbedder, Reranker};
-use crate::retrieve::{retrieve, Mode, Options, Retrieved};
+use crate::retrieve::{retrieve_timed, Mode, Options, Retrieved, StageTimes};
 use crate::Error;
 
 /// Which models retrieval runs, besides the mode.
@@ -171,14 +171,18 @@ impl Retriever {
 
     /// The top `k` chunks for `query`.
     pub fn retrieve(&self, reader: &Reader, query: &str, k: usize) -> Result<Vec<Retrieved>, Error> {
-        retrieve(
-            reader,
-            query,
-            k,
-            self.mode,
-            self.embedder(),
-            self.reranker(),
-            &self.options,
-        )
+        self.retrieve_timed(reader, query, k, &mut StageTimes::default())
+    }
+
+    /// [`Retriever::retrieve`], saying in `times` how long each stage took.
+    pub fn retrieve_timed(
+        &self,
+        reader: &Reader,
+        query: &str,
+        k: usize,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Retrieved>, Error> {
+        let models = (self.embedder(), self.reranker());
+        retrieve_timed(reader, query, k, self.mode, models, &self.options, times)
     }
 }

@@ -82,7 +82,7 @@ impl ApiError {
     /// OpenAI's error `type` for a status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",
@@ -125,5 +125,7 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
         assert_eq!(ApiError::invalid("input", "x").kind(), "invalid_request_error");
         assert_eq!(ApiError::invalid("input", "x").param, Some("input"));
+        let method = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "x");
+        assert_eq!(method.kind(), "invalid_request_error");
     }
 }

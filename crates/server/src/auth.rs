@@ -177,11 +177,14 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("no API key: send the header `Authorization: Bearer KEY`"))?;
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
     value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .filter(|key| !key.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header is not `Bearer KEY`"))
 }
 
@@ -302,12 +305,11 @@ pub(crate) async fn authenticate(State(state): State<Arc<AppState>>, mut request
     response
 }
 
+/// The `namespace` of a query string, percent- and `+`-decoded as a browser's form encodes it.
 fn namespace_parameter(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "namespace")
-        .map(|(_, value)| value.to_string())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "namespace")
+        .map(|(_, value)| value.into_owned())
 }
 
 #[cfg(test)]
@@ -370,5 +372,25 @@ mod tests {
     fn the_namespace_parameter_is_found_among_others() {
         assert_eq!(namespace_parameter("k=3&namespace=team-b").as_deref(), Some("team-b"));
         assert_eq!(namespace_parameter("k=3"), None);
+        assert_eq!(namespace_parameter("namespace=team%2Db").as_deref(), Some("team-b"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_key() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(bearer(&headers("Bearer kh_1")).unwrap(), "kh_1");
+        assert_eq!(bearer(&headers("bearer  kh_1 ")).unwrap(), "kh_1");
+        for bad in ["Basic kh_1", "Bearer ", "kh_1"] {
+            assert_eq!(
+                bearer(&headers(bad)).unwrap_err().status,
+                StatusCode::UNAUTHORIZED,
+                "{bad}"
+            );
+        }
+        assert_eq!(bearer(&HeaderMap::new()).unwrap_err().status, StatusCode::UNAUTHORIZED);
     }
 }

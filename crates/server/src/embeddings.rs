@@ -77,7 +77,7 @@ pub(crate) async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) 
     }
     let model_id = embedder.pin.id.clone();
     let (vectors, tokens) = state
-        .workers
+        .retrieval
         .run(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens: usize = match embedder.embedder.token_counter() {

@@ -53,6 +53,27 @@ impl FileState {
     fn finished(self) -> bool {
         matches!(self, FileState::Indexed | FileState::Unchanged | FileState::Failed)
     }
+
+    /// The name the API and `/metrics` use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FileState::Queued => "queued",
+            FileState::Parsing => "parsing",
+            FileState::Embedding => "embedding",
+            FileState::Indexed => "indexed",
+            FileState::Unchanged => "unchanged",
+            FileState::Failed => "failed",
+        }
+    }
+}
+
+/// Uploaded files and their documents ingested since the server started, by how they ended (`/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IngestCounts {
+    /// Finished files by final state: indexed, unchanged, failed.
+    pub files: std::collections::BTreeMap<&'static str, u64>,
+    /// Documents of those files by what the store did: added, updated, unchanged, removed.
+    pub documents: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// One uploaded file of a job.
@@ -131,12 +152,18 @@ pub(crate) struct Jobs {
     live: Mutex<HashMap<String, watch::Sender<Job>>>,
     /// Jobs a stop or a crash left unfinished, queued again by [`Jobs::resume`] once the model is loaded.
     unfinished: Mutex<Vec<String>>,
+    counts: Mutex<IngestCounts>,
 }
 
 /// What the ingest thread needs: the home and, once loaded, the served embedding model.
 pub(crate) type EmbedderSlot = Arc<std::sync::OnceLock<Arc<LoadedEmbedder>>>;
 
 impl Jobs {
+    /// Files and documents ingested since the start.
+    pub(crate) fn counts(&self) -> IngestCounts {
+        self.counts.lock().expect("jobs lock").clone()
+    }
+
     /// Starts the ingest thread, and finds every job a stop or a crash left unfinished ([`Jobs::resume`] queues
     /// them).
     pub(crate) fn start(home: Home, embedder: EmbedderSlot) -> Result<Arc<Jobs>, std::io::Error> {
@@ -149,6 +176,7 @@ impl Jobs {
             queue: Mutex::new(sender),
             live: Mutex::new(HashMap::new()),
             unfinished: Mutex::new(Vec::new()),
+            counts: Mutex::new(IngestCounts::default()),
         });
         let mut unfinished = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
@@ -247,15 +275,28 @@ impl Jobs {
         let Some(sender) = live.get(id) else {
             return;
         };
+        let before: Vec<FileState> = sender.borrow().files.iter().map(|f| f.state).collect();
         sender.send_modify(change);
         let job = sender.borrow().clone();
         drop(live);
+        let mut counts = self.counts.lock().expect("jobs lock");
+        for (file, was) in job.files.iter().zip(before) {
+            if file.state.finished() && !was.finished() {
+                *counts.files.entry(file.state.name()).or_default() += 1;
+            }
+        }
+        drop(counts);
         let path = self.dir.join(format!("{id}.json"));
         if let Err(e) = serde_json::to_vec_pretty(&job)
             .map_err(std::io::Error::from)
             .and_then(|b| write_durably(&path, &b))
         {
-            eprintln!("knowhow serve: cannot record job {id} in {}: {e}", path.display());
+            crate::log::event(
+                crate::log::Level::Error,
+                "job_not_recorded",
+                &format!("cannot record job {id} in {}: {e}", path.display()),
+                serde_json::json!({"job": id, "path": path, "error": e.to_string()}),
+            );
         }
     }
 
@@ -319,6 +360,17 @@ impl Jobs {
                 let Some(i) = index_of(&report.source) else {
                     return;
                 };
+                if let Some(documents) = report.counts {
+                    let mut counts = self.counts.lock().expect("jobs lock");
+                    for (status, n) in [
+                        ("added", documents.added),
+                        ("updated", documents.updated),
+                        ("unchanged", documents.unchanged),
+                        ("removed", documents.removed),
+                    ] {
+                        *counts.documents.entry(status).or_default() += u64::from(n);
+                    }
+                }
                 self.update(&id, |job| {
                     let file = &mut job.files[i];
                     file.state = match report.status {
@@ -351,7 +403,12 @@ fn read_job(path: &Path) -> Option<Job> {
     match serde_json::from_slice(&bytes) {
         Ok(job) => Some(job),
         Err(e) => {
-            eprintln!("knowhow serve: ignoring {}: not a job file ({e})", path.display());
+            crate::log::event(
+                crate::log::Level::Warn,
+                "job_file_ignored",
+                &format!("ignoring {}: not a job file ({e})", path.display()),
+                serde_json::json!({"path": path, "error": e.to_string()}),
+            );
             None
         }
     }

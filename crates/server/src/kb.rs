@@ -26,8 +26,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use knowhow_core::CollectionRef;
 use knowhow_index::{Filter, ScoredChunk};
-use knowhow_rag::answer::{answer, AnswerContext, AnswerMode, AnswerOptions, Backend, PromptTemplates};
-use knowhow_rag::{Mode, Options, Retriever};
+use knowhow_rag::answer::{answer, AnswerContext, AnswerError, AnswerMode, AnswerOptions, Backend, PromptTemplates};
+use knowhow_rag::{Mode, Options, Retriever, StageTimes};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -92,6 +92,23 @@ pub(crate) fn rag_error(collection: &CollectionRef, error: knowhow_rag::Error) -
     }
 }
 
+/// An answer that could not be written: the request's fault (a mode the collection cannot serve, a question longer
+/// than the model's context) is 400, the model's or the server's 500.
+pub(crate) fn answer_error(collection: &CollectionRef, error: AnswerError) -> ApiError {
+    match error {
+        AnswerError::Retrieve(error) => rag_error(collection, *error),
+        AnswerError::Index(error) => index_error(collection, error),
+        AnswerError::Llm(error) => crate::chat::llm_error(error),
+        error @ (AnswerError::TooLongForContext { .. } | AnswerError::AgenticNeedsModel) => {
+            ApiError::invalid("mode", error.to_string())
+        }
+        error @ AnswerError::PromptTooLong { .. } => ApiError::invalid("max_tokens", error.to_string()),
+        other @ (AnswerError::Template { .. } | AnswerError::TemplateFile { .. } | AnswerError::Audit { .. }) => {
+            ApiError::internal(other.to_string())
+        }
+    }
+}
+
 /// Runs blocking index work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -99,6 +116,17 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(format!("the request's work failed: {e}")))?
+}
+
+/// A query or question of only white space finds nothing and would be answered with an empty 200: refused instead.
+fn not_blank(text: &str, field: &'static str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is empty: send the text to look for"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
@@ -276,6 +304,7 @@ async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let collection = caller.collection(&name)?;
     let request: SearchRequest = parse(&body, "a search request ({\"query\": TEXT})")?;
+    not_blank(&request.query, "query")?;
     let requested = mode(request.mode.as_deref())?;
     let k = k(request.k, 10)?;
     let options = Options {
@@ -289,17 +318,17 @@ async fn search(
     let reranker = state.reranker.get().cloned();
     let work_state = state.clone();
     let answer = state
-        .workers
+        .retrieval
         .run(move || -> Result<Value, ApiError> {
             let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, reranker)
                 .map_err(|e| rag_error(&collection, e))?;
-            let started = Instant::now();
+            let mut times = StageTimes::default();
             let retrieved = retriever
-                .retrieve(&reader, &request.query, k)
+                .retrieve_timed(&reader, &request.query, k, &mut times)
                 .map_err(|e| rag_error(&collection, e))?;
-            work_state
-                .metrics
-                .stage(retriever.mode().name(), started.elapsed().as_secs_f64());
+            for (stage, took) in times.stages {
+                work_state.metrics.stage(stage, took.as_secs_f64());
+            }
             let started = Instant::now();
             let scored: Vec<ScoredChunk> = retrieved
                 .iter()
@@ -375,6 +404,7 @@ async fn ask(
 ) -> Result<Json<Value>, ApiError> {
     let collection = caller.collection(&name)?;
     let request: AskRequest = parse(&body, "an ask request ({\"question\": TEXT})")?;
+    not_blank(&request.question, "question")?;
     let (answer_mode, requested) = answer_mode(request.mode.as_deref(), false)?;
     let k = k(request.k, 8)?;
     let reader = state.reader(&collection).await?;
@@ -382,9 +412,11 @@ async fn ask(
     let reranker = state.reranker.get().cloned();
     let home = state.home.clone();
     let key = caller.prefix.clone();
+    let work_state = state.clone();
     let answer = state
-        .workers
+        .retrieval
         .run(move || -> Result<Value, ApiError> {
+            let started = Instant::now();
             let options = Options::default();
             let retriever = Retriever::with_models(&reader, &collection, requested, &options, embedder, reranker)
                 .map_err(|e| rag_error(&collection, e))?;
@@ -409,7 +441,8 @@ async fn ask(
                 &options,
                 &mut |_| {},
             )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| answer_error(&collection, e))?;
+            work_state.metrics.stage("ask", started.elapsed().as_secs_f64());
             let log = knowhow_rag::answer::answers_log(home.root(), &collection.namespace);
             let mut record = answer.audit_record(None);
             record.key = key;

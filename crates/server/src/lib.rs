@@ -37,6 +37,7 @@ mod embeddings;
 pub mod jobs;
 pub mod kb;
 pub mod keys;
+pub mod log;
 mod metrics;
 mod openapi;
 mod rerank;
@@ -67,8 +68,11 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Jobs waiting for a worker beyond which requests are answered 503.
     pub queue: usize,
-    /// Worker threads for model work (each runs candle, which itself uses every core).
+    /// Worker threads for generation and re-ranking (each runs candle, which itself uses every core).
     pub workers: usize,
+    /// Threads for search, ask and embeddings. They spend their time in the index or waiting for the one
+    /// embedding thread, which embeds together whatever they wait for; more of them means bigger batches.
+    pub retrieval_threads: usize,
     /// Largest request body in bytes (413 above).
     pub max_body_bytes: usize,
     /// Largest document upload in bytes, all its files together (413 above).
@@ -81,6 +85,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             queue: 64,
             workers: 1,
+            retrieval_threads: 16,
             max_body_bytes: 8 * 1024 * 1024,
             max_upload_bytes: 256 * 1024 * 1024,
         }
@@ -122,7 +127,10 @@ impl ServeOptions {
 pub(crate) struct AppState {
     /// Set once the embedding model is loaded; `/ready` answers 503 until then.
     embedder: jobs::EmbedderSlot,
+    /// Generation and re-ranking.
     workers: Workers,
+    /// Search, ask and embeddings: the embedding model batches across them (`knowhow_rag::batcher`).
+    retrieval: Workers,
     /// When the server started (the `created` of the models it lists).
     started: u64,
     home: Home,
@@ -207,6 +215,7 @@ impl Server {
             jobs: jobs::Jobs::start(home.clone(), embedder.clone())?,
             embedder,
             workers: Workers::start(options.workers, options.queue),
+            retrieval: Workers::start(options.retrieval_threads, options.queue),
             started: knowhow_core::time::unix_now(),
             access: auth::Access::new(key_store, !options.listen.ip().is_loopback())?,
             metrics: metrics::Metrics::default(),
@@ -258,8 +267,13 @@ impl Readiness {
         let _ = self.0.reranker.set(Arc::new(reranker));
     }
 
-    /// Serves `embedder` from now on; `/ready` then answers 200. A second call is ignored.
+    /// Serves `embedder` from now on; `/ready` then answers 200. A second call is ignored. A local model gets a
+    /// thread of its own that embeds concurrent requests together.
     pub fn set_embedder(&self, embedder: LoadedEmbedder) {
+        let embedder = LoadedEmbedder {
+            embedder: embedder.embedder.batched(),
+            ..embedder
+        };
         if self.0.embedder.set(Arc::new(embedder)).is_ok() {
             // Interrupted ingest jobs need the model: they resume now.
             self.0.jobs.resume();

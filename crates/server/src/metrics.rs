@@ -17,6 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use knowhow_rag::batcher::BatchStats;
+
 use crate::auth::Caller;
 use crate::AppState;
 
@@ -157,7 +159,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    fn render(&self, queue_depth: usize, adapters: &[AdapterLoads]) -> String {
+    fn render(&self, gauges: &Gauges, adapters: &[AdapterLoads]) -> String {
         let mut out = String::new();
         out.push_str("# HELP knowhow_requests_total Requests answered, by route, method and status.\n");
         out.push_str("# TYPE knowhow_requests_total counter\n");
@@ -185,9 +187,34 @@ impl Metrics {
                 &format!("stage=\"{stage}\""),
             );
         }
-        out.push_str("# HELP knowhow_queue_depth Model jobs waiting for a worker.\n");
+        out.push_str(
+            "# HELP knowhow_queue_depth Jobs waiting for a thread: model (generation, re-ranking), retrieval.\n",
+        );
         out.push_str("# TYPE knowhow_queue_depth gauge\n");
-        let _ = writeln!(out, "knowhow_queue_depth {queue_depth}");
+        for (queue, depth) in &gauges.queues {
+            let _ = writeln!(out, "knowhow_queue_depth{{queue=\"{queue}\"}} {depth}");
+        }
+        out.push_str("# HELP knowhow_ingest_files_total Uploaded files ingested, by final state.\n");
+        out.push_str("# TYPE knowhow_ingest_files_total counter\n");
+        for (state, count) in &gauges.ingest.files {
+            let _ = writeln!(out, "knowhow_ingest_files_total{{state=\"{state}\"}} {count}");
+        }
+        out.push_str("# HELP knowhow_ingest_documents_total Documents of uploaded files, by what the store did.\n");
+        out.push_str("# TYPE knowhow_ingest_documents_total counter\n");
+        for (status, count) in &gauges.ingest.documents {
+            let _ = writeln!(out, "knowhow_ingest_documents_total{{status=\"{status}\"}} {count}");
+        }
+        if let Some(batches) = gauges.batches {
+            out.push_str("# HELP knowhow_embed_batches_total Forward passes of the embedding model.\n");
+            out.push_str("# TYPE knowhow_embed_batches_total counter\n");
+            let _ = writeln!(out, "knowhow_embed_batches_total {}", batches.batches);
+            out.push_str(
+                "# HELP knowhow_embed_batched_requests_total Embedding requests (queries, /v1/embeddings calls, \
+                 ingest batches) those passes answered.\n",
+            );
+            out.push_str("# TYPE knowhow_embed_batched_requests_total counter\n");
+            let _ = writeln!(out, "knowhow_embed_batched_requests_total {}", batches.requests);
+        }
         out.push_str("# HELP knowhow_embedded_texts_total Texts embedded for /v1/embeddings.\n");
         out.push_str("# TYPE knowhow_embedded_texts_total counter\n");
         let _ = writeln!(
@@ -243,6 +270,15 @@ impl Metrics {
     }
 }
 
+/// What `/metrics` reads from elsewhere at each scrape.
+struct Gauges {
+    /// Jobs waiting, per pool.
+    queues: [(&'static str, usize); 2],
+    /// The embedding model's batching, when it batches.
+    batches: Option<BatchStats>,
+    ingest: crate::jobs::IngestCounts,
+}
+
 /// A served adapter as `/metrics` reports it.
 pub(crate) struct AdapterLoads {
     pub name: String,
@@ -253,7 +289,18 @@ pub(crate) struct AdapterLoads {
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let adapters = state.chat.get().map(|chat| chat.adapters.report()).unwrap_or_default();
-    let body = state.metrics.render(state.workers.waiting(), &adapters);
+    let gauges = Gauges {
+        queues: [
+            ("model", state.workers.waiting()),
+            ("retrieval", state.retrieval.waiting()),
+        ],
+        batches: state.embedder.get().and_then(|loaded| match &loaded.embedder {
+            knowhow_rag::Embedder::Batched(batcher) => Some(batcher.stats()),
+            _ => None,
+        }),
+        ingest: state.jobs.counts(),
+    };
+    let body = state.metrics.render(&gauges, &adapters);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -284,7 +331,12 @@ impl RequestLog {
             match opened {
                 Ok(opened) => *file = Some(opened),
                 Err(e) => {
-                    eprintln!("knowhow serve: cannot open {}: {e}", self.path.display());
+                    crate::log::event(
+                        crate::log::Level::Error,
+                        "request_log_unwritable",
+                        &format!("cannot open {}: {e}", self.path.display()),
+                        json!({"path": self.path, "error": e.to_string()}),
+                    );
                     return;
                 }
             }
@@ -292,7 +344,12 @@ impl RequestLog {
         let mut bytes = serde_json::to_vec(line).expect("a JSON value serializes");
         bytes.push(b'\n');
         if let Err(e) = file.as_mut().expect("opened above").write_all(&bytes) {
-            eprintln!("knowhow serve: cannot append to {}: {e}", self.path.display());
+            crate::log::event(
+                crate::log::Level::Error,
+                "request_log_unwritable",
+                &format!("cannot append to {}: {e}", self.path.display()),
+                json!({"path": self.path, "error": e.to_string()}),
+            );
             *file = None;
         }
     }
@@ -319,6 +376,7 @@ pub(crate) async fn observe(State(state): State<Arc<AppState>>, request: Request
     state.metrics.request(&route, &method, status, seconds);
     if route != "/health" && route != "/ready" && route != "/metrics" {
         let key = response.extensions().get::<Caller>().and_then(|c| c.prefix.clone());
+        let ms = (seconds * 1000.0 * 1000.0).round() / 1000.0;
         state.requests.append(&json!({
             "time": knowhow_core::time::UtcDateTime::now().rfc3339(),
             "request_id": request_id,
@@ -326,7 +384,11 @@ pub(crate) async fn observe(State(state): State<Arc<AppState>>, request: Request
             "method": method,
             "path": path,
             "status": status,
-            "ms": (seconds * 1000.0 * 1000.0).round() / 1000.0,
+            "ms": ms,
+        }));
+        crate::log::request(json!({
+            "request_id": request_id, "key": key, "method": method, "path": path, "route": route,
+            "status": status, "ms": ms,
         }));
     }
     response

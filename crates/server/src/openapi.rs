@@ -50,6 +50,11 @@ mod tests {
     }
 
     #[test]
+    fn the_document_names_this_version() {
+        assert_eq!(spec()["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
     fn every_declared_route_is_documented() {
         let documented: BTreeSet<String> = spec()["paths"].as_object().unwrap().keys().cloned().collect();
         let declared = declared_routes();

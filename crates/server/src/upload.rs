@@ -18,6 +18,7 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use knowhow_ingest::load::RowFields;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -144,12 +145,27 @@ fn files_of_rows(body: &[u8]) -> Result<Files, ApiError> {
             format!("the body is neither multipart files nor {{\"documents\": [{{\"text\": ...}}]}}: {e}"),
         )
     })?;
+    if upload.documents.is_empty() {
+        return Err(ApiError::invalid(
+            "documents",
+            "documents is an empty list: send at least one {\"text\": ...}",
+        ));
+    }
     let mut rows = Vec::new();
     for (number, row) in upload.documents.iter().enumerate() {
-        if !row.values().any(Value::is_string) {
+        // The loader's own rule, checked now so that the caller hears it from this request, not from the job.
+        let has_text = RowFields::TEXT_NAMES.iter().any(|name| {
+            row.get(*name)
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.trim().is_empty())
+        });
+        if !has_text {
             return Err(ApiError::invalid(
                 "documents",
-                format!("documents[{number}] has no text field (\"text\", \"content\" or \"body\")"),
+                format!(
+                    "documents[{number}] has no text: give it one of the fields {} as a non-empty string",
+                    RowFields::TEXT_NAMES.join(", ")
+                ),
             ));
         }
         rows.extend(serde_json::to_vec(row).expect("a JSON object serializes"));
@@ -202,4 +218,33 @@ pub(crate) async fn events(
         Some((Ok(event), (watch, false, ended)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_need_a_text_field_the_loader_reads_and_at_least_one_row() {
+        let files = files_of_rows(br#"{"name": "faq", "documents": [{"id": "1", "passage": "Refunds take 5 days."}]}"#)
+            .expect("a passage is text to the loader");
+        let error = files_of_rows(br#"{"documents": [{"text": "ok"}, {"id": "2", "summary": "not a text field"}]}"#)
+            .unwrap_err();
+        assert_eq!(error.param, Some("documents"));
+        assert!(
+            error.message.starts_with("documents[1] has no text"),
+            "{}",
+            error.message
+        );
+        for blank in [r#"{"documents": []}"#, r#"{"documents": [{"text": "  "}]}"#] {
+            assert_eq!(
+                files_of_rows(blank.as_bytes()).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{blank}"
+            );
+        }
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, "faq.jsonl");
+        assert_eq!(files[0].2, b"{\"id\":\"1\",\"passage\":\"Refunds take 5 days.\"}\n");
+    }
 }

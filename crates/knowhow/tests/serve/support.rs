@@ -7,6 +7,20 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::Knowhow;
+use knowhow_testkit::env::required_env;
+
+/// The real all-MiniLM-L6-v2 folder (KNOWHOW_TEST_MINILM); `None`, after saying why, when `test` is to be skipped
+/// (it fails instead under KNOWHOW_REQUIRE_REAL_MODELS=1).
+pub fn minilm(test: &str) -> Option<String> {
+    required_env("KNOWHOW_TEST_MINILM", test, "/path/to/all-MiniLM-L6-v2")
+}
+
+/// The MiniLM folder and a Python with the references and the `openai` SDK (KNOWHOW_PYTHON).
+pub fn minilm_and_python(test: &str) -> Option<(String, String)> {
+    let model = minilm(test)?;
+    let python = required_env("KNOWHOW_PYTHON", test, "bench/.venv/bin/python")?;
+    Some((model, python))
+}
 
 /// A running `knowhow serve`, killed on drop.
 pub struct Served {

@@ -24,7 +24,7 @@ use knowhow_rag::{Mode, Options, Retriever};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
-use crate::kb::{answer_mode, rag_error};
+use crate::kb::{answer_error, answer_mode, rag_error};
 use crate::metrics::TokenClock;
 use crate::{ApiError, AppState};
 use adapters::{Adapters, SharedModel};
@@ -80,7 +80,7 @@ pub(crate) enum Reply {
     Rag(Box<Answer>),
 }
 
-fn llm_error(error: LlmError) -> ApiError {
+pub(crate) fn llm_error(error: LlmError) -> ApiError {
     match error {
         error @ LlmError::ContextOverflow { .. } => ApiError::invalid("messages", error.to_string()),
         LlmError::Cancelled => ApiError::new(StatusCode::BAD_REQUEST, "cancelled", "the client went away"),
@@ -193,10 +193,7 @@ pub(crate) async fn completions(
                     &answer_options,
                     &mut on_event,
                 )
-                .map_err(|e| match e {
-                    knowhow_rag::answer::AnswerError::Llm(LlmError::Cancelled) => llm_error(LlmError::Cancelled),
-                    e => ApiError::internal(e.to_string()),
-                })?;
+                .map_err(|e| answer_error(&collection, e))?;
                 let mut record = answer.audit_record(adapter_name);
                 record.key = key;
                 let log = knowhow_rag::answer::answers_log(work_state.home.root(), &collection.namespace);
