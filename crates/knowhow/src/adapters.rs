@@ -53,15 +53,19 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                     .collect();
                 output::json_line(&json!(cards));
             } else if entries.is_empty() {
-                println!("no adapters yet; train one with `knowhow tune DATA --base MODEL --name NAME`");
+                outln!("no adapters yet; train one with `knowhow tune DATA --base MODEL --name NAME`");
             } else {
-                println!(
+                outln!(
                     "{:<24} {:>7} {:<20} {:>9} {:>9}  base",
-                    "name", "version", "created", "val loss", "rows"
+                    "name",
+                    "version",
+                    "created",
+                    "val loss",
+                    "rows"
                 );
                 for entry in &entries {
                     let card = &entry.card;
-                    println!(
+                    outln!(
                         "{:<24} {:>7} {:<20} {:>9} {:>9}  {}",
                         card.name,
                         card.version,
@@ -78,8 +82,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"path": entry.dir, "card": entry.card}));
             } else {
-                println!("{}", entry.dir.display());
-                println!("{}", serde_json::to_string_pretty(&entry.card)?);
+                outln!("{}", entry.dir.display());
+                outln!("{}", serde_json::to_string_pretty(&entry.card)?);
             }
         }
         Command::Rm { adapter } => {
@@ -88,7 +92,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 output::json_line(&json!({"removed": removed}));
             } else {
                 for dir in removed {
-                    println!("removed {}", dir.display());
+                    outln!("removed {}", dir.display());
                 }
             }
         }
@@ -97,7 +101,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"name": entry.card.name, "version": entry.card.version, "path": dest}));
             } else {
-                println!(
+                outln!(
                     "exported {}@{} to {}",
                     entry.card.name,
                     entry.card.version,
@@ -115,7 +119,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"name": entry.card.name, "version": entry.card.version, "path": out}));
             } else {
-                println!(
+                outln!(
                     "merged {}@{} into {} (base {})",
                     entry.card.name,
                     entry.card.version,

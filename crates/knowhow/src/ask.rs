@@ -158,7 +158,7 @@ pub fn ask(
     let mut on_event = |event: AnswerEvent| match event {
         AnswerEvent::Token(text) if !json => {
             streamed = true;
-            print!("{text}");
+            out!("{text}");
             let _ = stdout.flush();
         }
         AnswerEvent::ToolCall { name, arguments, .. } if !json => eprintln!("→ {name}({arguments})"),
@@ -178,12 +178,12 @@ pub fn ask(
         return Ok(answer);
     }
     if streamed {
-        println!();
+        outln!();
         if answer.abstained || !answer.invalid_citations.is_empty() {
-            println!("\n{}", answer.text);
+            outln!("\n{}", answer.text);
         }
     } else {
-        println!("{}", answer.text);
+        outln!("{}", answer.text);
     }
     if !answer.invalid_citations.is_empty() {
         eprintln!(
@@ -239,7 +239,7 @@ fn print_sources(answer: &Answer) {
     if sources.is_empty() {
         return;
     }
-    println!("\n{heading}");
+    outln!("\n{heading}");
     for source in sources {
         let location = source.location();
         let location = if location.is_empty() {
@@ -247,21 +247,25 @@ fn print_sources(answer: &Answer) {
         } else {
             format!(" — {location}")
         };
-        println!(
+        outln!(
             "  [{}] {}{location}\n      {} (chars {}–{})",
-            source.number, source.title, source.source, source.char_start, source.char_end
+            source.number,
+            source.title,
+            source.source,
+            source.char_start,
+            source.char_end
         );
     }
 }
 
 fn print_prompt(prompt: &[Message]) {
     if prompt.is_empty() {
-        println!("\n(no prompt: the extractive answerer calls no model)");
+        outln!("\n(no prompt: the extractive answerer calls no model)");
         return;
     }
-    println!("\n── prompt ──");
+    outln!("\n── prompt ──");
     for message in prompt {
-        println!(
+        outln!(
             "[{}]\n{}\n",
             serde_json::to_value(message.role).unwrap_or_default(),
             message.content

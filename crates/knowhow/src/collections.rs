@@ -45,7 +45,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 output::json_line(&json!({"collections": rows}));
             } else {
                 for c in &collections {
-                    println!("{c}");
+                    outln!("{c}");
                 }
             }
         }
@@ -55,7 +55,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"created": c.to_string()}));
             } else {
-                println!("created {c}");
+                outln!("created {c}");
             }
         }
         Command::Drop { name, yes } => {
@@ -67,7 +67,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"dropped": c.to_string()}));
             } else {
-                println!("dropped {c}");
+                outln!("dropped {c}");
             }
         }
     }

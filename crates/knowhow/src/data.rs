@@ -93,10 +93,10 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                     ("validation", &report.validation),
                     ("test", &report.test),
                 ] {
-                    println!("{name:<11} {:>7} rows  {}", part.rows, part.path.display());
+                    outln!("{name:<11} {:>7} rows  {}", part.rows, part.path.display());
                 }
                 if let Some(mix) = &report.mix {
-                    println!(
+                    outln!(
                         "mixed in {} general rows ({} wanted for {:.0}% of train; {} equal to task rows skipped)",
                         mix.mixed,
                         mix.wanted,
@@ -131,22 +131,25 @@ fn check(context: &Context, file: &Path) -> anyhow::Result<ExitCode> {
 
 fn print_summary(report: &CheckReport) {
     let shapes = &report.shapes;
-    println!("{}", report.path.display());
-    println!("  lines           {:>7}", report.lines);
-    println!(
+    outln!("{}", report.path.display());
+    outln!("  lines           {:>7}", report.lines);
+    outln!(
         "  valid rows      {:>7}  (prompt/completion {}, chat {}, alpaca {})",
-        report.valid_rows, shapes.prompt_completion, shapes.chat, shapes.alpaca
+        report.valid_rows,
+        shapes.prompt_completion,
+        shapes.chat,
+        shapes.alpaca
     );
-    println!("  invalid lines   {:>7}", report.invalid_lines);
-    println!("  duplicates      {:>7}", report.duplicates.len());
-    println!("  unique rows     {:>7}", report.unique_rows);
-    println!("  sha256          {}", report.checksum);
+    outln!("  invalid lines   {:>7}", report.invalid_lines);
+    outln!("  duplicates      {:>7}", report.duplicates.len());
+    outln!("  unique rows     {:>7}", report.unique_rows);
+    outln!("  sha256          {}", report.checksum);
 }
 
 fn print_errors(report: &CheckReport) {
     for error in &report.errors {
         let field = error.field.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
-        println!("  line {}{field}: {}", error.line, error.message);
+        outln!("  line {}{field}: {}", error.line, error.message);
     }
 }
 
@@ -183,24 +186,33 @@ fn stats(context: &Context, file: &Path, base: Option<&Path>, max_length: usize)
     }
     print_summary(&report.input);
     if let Some(tokens) = &report.tokens {
-        println!(
+        outln!(
             "  tokens          {:>7} {:>7} {:>7} {:>7} {:>9}",
-            "min", "median", "p95", "max", "mean"
+            "min",
+            "median",
+            "p95",
+            "max",
+            "mean"
         );
         for (label, d) in [
             ("prompt", &tokens.prompt),
             ("completion", &tokens.completion),
             ("total", &tokens.total),
         ] {
-            println!(
+            outln!(
                 "    {label:<13} {:>7} {:>7} {:>7} {:>7} {:>9.1}",
-                d.min, d.median, d.p95, d.max, d.mean
+                d.min,
+                d.median,
+                d.p95,
+                d.max,
+                d.mean
             );
         }
-        println!("  over --max-length {}: {} rows", tokens.max_len, tokens.over_max_len);
-        println!(
+        outln!("  over --max-length {}: {} rows", tokens.max_len, tokens.over_max_len);
+        outln!(
             "  tokens per epoch {} ({} trained)",
-            tokens.tokens_per_epoch, tokens.trained_tokens_per_epoch
+            tokens.tokens_per_epoch,
+            tokens.trained_tokens_per_epoch
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -55,12 +55,15 @@ fn list(context: &Context) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for s in &documents {
-        println!(
+        outln!(
             "{}  {:>4} chunks  {}  ({})",
-            s.document.id, s.chunk_count, s.document.title, s.document.source
+            s.document.id,
+            s.chunk_count,
+            s.document.title,
+            s.document.source
         );
     }
-    println!("{} documents in {}", documents.len(), context.collection);
+    outln!("{} documents in {}", documents.len(), context.collection);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -111,11 +114,14 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{}\n  id: {}\n  source: {}\n  hash: {}",
-        doc.title, doc.id, doc.source, doc.hash
+        doc.title,
+        doc.id,
+        doc.source,
+        doc.hash
     );
-    println!(
+    outln!(
         "  {} characters, {} sections, {} pages, {} chunks",
         doc.text.chars().count(),
         doc.sections.len(),
@@ -123,7 +129,7 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
         chunks.len()
     );
     for (key, value) in &doc.metadata {
-        println!("  {key}: {value}");
+        outln!("  {key}: {value}");
     }
     for c in &chunks {
         let at = &c.location;
@@ -133,12 +139,15 @@ fn show(context: &Context, key: &str, with_chunks: bool) -> anyhow::Result<ExitC
             format!("  {}", at.heading_path.join(" › "))
         };
         let pages = at.pages.map(|(a, b)| format!("  pp. {a}-{b}")).unwrap_or_default();
-        println!(
+        outln!(
             "  chunk {}: chars {}..{}, {} tokens{heading}{pages}",
-            c.id.ordinal, at.char_start, at.char_end, c.tokens
+            c.id.ordinal,
+            at.char_start,
+            at.char_end,
+            c.tokens
         );
         if with_chunks {
-            println!("{}\n", c.text);
+            outln!("{}\n", c.text);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -162,7 +171,7 @@ fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitCode> {
         if context.json {
             output::json_line(&json!({"key": key, "id": id, "removed": removed}));
         } else if removed {
-            println!("removed {}", id.unwrap_or_default());
+            outln!("removed {}", id.unwrap_or_default());
         } else {
             eprintln!("no document {key:?} in {}", context.collection);
         }
@@ -182,15 +191,18 @@ fn check(context: &Context) -> anyhow::Result<ExitCode> {
     if context.json {
         output::json_line(&serde_json::to_value(&report)?);
     } else {
-        println!(
+        outln!(
             "{}: {} documents, {} chunks, {} vectors",
-            context.collection, report.documents, report.chunks, report.vectors
+            context.collection,
+            report.documents,
+            report.chunks,
+            report.vectors
         );
         for problem in &report.problems {
-            println!("  problem: {problem}");
+            outln!("  problem: {problem}");
         }
         if report.problems.is_empty() {
-            println!("store, lexical index and vectors agree");
+            outln!("store, lexical index and vectors agree");
         }
     }
     Ok(if report.problems.is_empty() {

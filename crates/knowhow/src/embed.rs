@@ -39,12 +39,15 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for vector in &vectors {
-        serde_json::to_writer(&mut out, vector)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
+    let written = (|| -> std::io::Result<()> {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        for vector in &vectors {
+            serde_json::to_writer(&mut out, vector)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })();
+    output::closed_pipe_ends_quietly(written)?;
     if args.stats {
         eprintln!(
             "{}",

@@ -135,18 +135,18 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
         }
         output::json_line(&value);
     } else {
-        println!(
+        outln!(
             "{} ({} split, {} queries, mode {})",
             dir.display(),
             split,
             scores.queries,
             retriever.mode()
         );
-        println!("  nDCG@10    {:.4}", scores.ndcg_at_10);
-        println!("  Recall@100 {:.4}", scores.recall_at_100);
-        println!("  MRR@10     {:.4}", scores.mrr_at_10);
+        outln!("  nDCG@10    {:.4}", scores.ndcg_at_10);
+        outln!("  Recall@100 {:.4}", scores.recall_at_100);
+        outln!("  MRR@10     {:.4}", scores.mrr_at_10);
         if timings {
-            println!(
+            outln!(
                 "  ingest {ingest_seconds:.2}s, queries {query_seconds:.3}s, latency p50 {:.2} ms, p95 {:.2} ms",
                 percentile(&latencies, 0.50),
                 percentile(&latencies, 0.95)

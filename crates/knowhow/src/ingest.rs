@@ -198,7 +198,7 @@ fn report(context: &Context, summary: &Summary) {
         output::json_line(&value);
         return;
     }
-    println!(
+    outln!(
         "{}: {} files ({} unchanged); documents: {} added, {} updated, {} unchanged, {} removed; {} chunks written",
         context.collection,
         summary.files,
@@ -211,16 +211,16 @@ fn report(context: &Context, summary: &Summary) {
     );
     let unsupported = summary.skipped.iter().filter(|s| s.expected).count();
     if unsupported > 0 {
-        println!("{unsupported} files of unsupported types skipped (use --json to list them)");
+        outln!("{unsupported} files of unsupported types skipped (use --json to list them)");
     }
     if !summary.failures.is_empty() {
-        println!("{} failures:", summary.failures.len());
+        outln!("{} failures:", summary.failures.len());
         for failure in &summary.failures {
             let location = match failure.line {
                 Some(line) => format!("{}:{line}", failure.source),
                 None => failure.source.clone(),
             };
-            println!("  {location}: {}", failure.error);
+            outln!("  {location}: {}", failure.error);
         }
     }
 }

@@ -62,7 +62,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 value["key"] = json!(key);
                 output::json_line(&value);
             } else {
-                println!("{key}");
+                outln!("{key}");
                 eprintln!(
                     "created {} ({} in {}): this is the only time the key is shown; keep it safe",
                     record.prefix,
@@ -79,12 +79,12 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if records.is_empty() {
-                println!(
+                outln!(
                     "no API keys: `knowhow serve` answers loopback only; `knowhow keys create --namespace NS` makes one"
                 );
             }
             for record in &records {
-                println!(
+                outln!(
                     "{}  {:<5}  {:<8}  {:<12}  {}",
                     record.prefix,
                     record.role.name(),
@@ -99,7 +99,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&record_json(&record));
             } else {
-                println!("revoked {}", record.prefix);
+                outln!("revoked {}", record.prefix);
             }
         }
     }

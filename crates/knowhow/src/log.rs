@@ -22,7 +22,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !context.json {
-                println!("no answers logged yet in namespace {}", context.collection.namespace);
+                outln!("no answers logged yet in namespace {}", context.collection.namespace);
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -52,7 +52,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| format!("[{}] {}", s.number, s.document_id))
             .collect();
-        println!(
+        outln!(
             "{}  {}  {}{}  {} ms  prompt {}",
             UtcDateTime::from_unix(record.at).readable(),
             record.mode,
@@ -61,11 +61,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             record.latency_ms,
             &record.prompt_hash[..record.prompt_hash.len().min(12)],
         );
-        println!("  Q: {}", record.question);
+        outln!("  Q: {}", record.question);
         if record.abstained {
-            println!("  abstained; {} chunks retrieved", record.retrieved.len());
+            outln!("  abstained; {} chunks retrieved", record.retrieved.len());
         } else {
-            println!(
+            outln!(
                 "  cited: {}; {} chunks retrieved",
                 cited.join(", "),
                 record.retrieved.len()

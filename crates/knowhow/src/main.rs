@@ -1,6 +1,24 @@
 //! The `knowhow` command line: parses arguments and hands each subcommand to
 //! its module. Work happens in the library crates.
 
+/// `println!` for the command's output. A reader that went away (`knowhow docs list | head`) ends the command
+/// quietly with success, as ripgrep does, where `println!` would panic with a backtrace.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for the command's output, with `outln!`'s handling of a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod adapters;
 mod ask;
 mod collections;

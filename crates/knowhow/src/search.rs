@@ -163,7 +163,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if hits.is_empty() {
-        println!("no matches in {}", context.collection);
+        outln!("no matches in {}", context.collection);
     }
     for (rank, hit) in hits.iter().enumerate() {
         print_hit(rank + 1, hit);
@@ -185,10 +185,10 @@ fn location(hit: &Hit) -> String {
 }
 
 fn print_hit(rank: usize, hit: &Hit) {
-    println!("{rank}. {}  [{}]  score {:.3}", hit.title, hit.id, hit.score);
-    println!("   {}", location(hit));
+    outln!("{rank}. {}  [{}]  score {:.3}", hit.title, hit.id, hit.score);
+    outln!("   {}", location(hit));
     let snippet = output::mark(&hit.snippet.text, &hit.snippet.highlights);
-    println!("   {}", snippet.split_whitespace().collect::<Vec<_>>().join(" "));
+    outln!("   {}", snippet.split_whitespace().collect::<Vec<_>>().join(" "));
 }
 
 fn hit_json(hit: &Hit) -> serde_json::Value {

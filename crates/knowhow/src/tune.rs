@@ -261,7 +261,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
         output::json_line(&serde_json::to_value(&outcome)?);
     } else {
         let metrics = &card.metrics;
-        println!(
+        outln!(
             "registered {}@{} in {}",
             card.name,
             card.version,
@@ -271,7 +271,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         );
-        println!(
+        outln!(
             "  {} steps ({}), {:.1}s, train loss {}, validation loss {}",
             metrics.steps,
             metrics.stop_reason,
@@ -280,7 +280,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             number(metrics.val_loss)
         );
         if outcome.split.test.rows > 0 {
-            println!(
+            outln!(
                 "  held-out test rows: {} (in {}); compare with the base: knowhow eval tune {}@{} --data {}",
                 outcome.split.test.rows,
                 outcome.split.test.path.display(),
@@ -425,17 +425,19 @@ fn print_table(adapter: &str, comparison: &Comparison, held_out: Option<bool>) {
         Some(false) => ", not the adapter's held-out split",
         None => "",
     };
-    println!(
+    outln!(
         "{adapter} on {} ({} rows{note})",
         comparison.test_path.display(),
         comparison.rows
     );
-    println!("  {:<14} {:>12} {:>12}", "", "base", "+adapter");
+    outln!("  {:<14} {:>12} {:>12}", "", "base", "+adapter");
     let (base, tuned) = (&comparison.base, &comparison.tuned);
-    println!("  {:<14} {:>12.4} {:>12.4}", "loss", base.loss, tuned.loss);
-    println!(
+    outln!("  {:<14} {:>12.4} {:>12.4}", "loss", base.loss, tuned.loss);
+    outln!(
         "  {:<14} {:>12.3} {:>12.3}",
-        "perplexity", base.perplexity, tuned.perplexity
+        "perplexity",
+        base.perplexity,
+        tuned.perplexity
     );
     let percent = |rate: f64| format!("{:.1}%", rate * 100.0);
     let rows = [
@@ -450,14 +452,14 @@ fn print_table(adapter: &str, comparison: &Comparison, held_out: Option<bool>) {
     ];
     for (label, b, t) in rows {
         if let (Some(b), Some(t)) = (b, t) {
-            println!("  {label:<14} {:>12} {:>12}", percent(b), percent(t));
+            outln!("  {label:<14} {:>12} {:>12}", percent(b), percent(t));
         }
     }
     for sample in &comparison.samples {
-        println!("  line {}: {:?}", sample.line, sample.prompt);
-        println!("    expected  {:?}", sample.reference);
-        println!("    base      {:?}", sample.base);
-        println!("    +adapter  {:?}", sample.adapter);
+        outln!("  line {}: {:?}", sample.line, sample.prompt);
+        outln!("    expected  {:?}", sample.reference);
+        outln!("    base      {:?}", sample.base);
+        outln!("    +adapter  {:?}", sample.adapter);
     }
 }
 

@@ -122,6 +122,34 @@ fn search_returns_ranked_chunks_with_heading_and_marked_terms() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_command_quietly_with_success() {
+    use std::io::Read as _;
+    let kh = Knowhow::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.md");
+    let paragraphs: Vec<String> = (0..4000)
+        .map(|i| format!("Paragraph {i} about refunds and renewals."))
+        .collect();
+    write(&file, &format!("# Long\n\n{}\n", paragraphs.join("\n\n")));
+    kh.ok(&["-c", "team", "ingest", file.to_str().unwrap()]);
+    // `knowhow docs show ... --json | head -c 100`: far more than a pipe holds, and the reader leaves early.
+    let mut child = kh
+        .command()
+        .args(["--json", "-c", "team", "docs", "show", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let errors = stderr(&out);
+    assert!(out.status.success(), "{:?}: {errors}", out.status);
+    assert!(errors.is_empty(), "nothing on stderr: {errors}");
+    assert!(String::from_utf8_lossy(&head).starts_with('{'));
+}
+
+#[test]
 fn docs_show_rm_and_collections_manage_what_is_stored() {
     let kh = Knowhow::new();
     let dir = tempfile::tempdir().unwrap();
