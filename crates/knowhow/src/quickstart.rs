@@ -148,8 +148,21 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
              `knowhow ask --llm openai:http://localhost:11434/v1#llama3.2 ...` for a model-written answer, \
              and `knowhow log` for the audit log."
         );
+        if !std::env::var_os("PATH").is_some_and(|path| on_path(&path, "knowhow")) {
+            outln!(
+                "(`knowhow` is not on your PATH yet: `cargo install --path crates/knowhow` puts it there; until \
+                 then, run each command as `cargo run --release -p knowhow -- ARGUMENTS`.)"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether an executable file `name` is in one of the folders of `path` (a `PATH` value): run through
+/// `cargo run`, the binary is not, and the "Next:" commands would fail as printed.
+fn on_path(path: &std::ffi::OsStr, name: &str) -> bool {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    std::env::split_paths(path).any(|dir| dir.join(&file).is_file())
 }
 
 /// Writes the corpus files that are missing or differ (so a re-run ingests
@@ -185,5 +198,22 @@ fn default_tuning() -> RetrievalTuning {
         lexical_weight: 1.0,
         dense_weight: 1.0,
         filters: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_is_on_the_path_only_when_a_folder_of_it_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = format!("knowhow{}", std::env::consts::EXE_SUFFIX);
+        std::fs::write(dir.path().join(&file), b"").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let both = std::env::join_paths([elsewhere.path(), dir.path()]).unwrap();
+        assert!(on_path(&both, "knowhow"));
+        assert!(!on_path(elsewhere.path().as_os_str(), "knowhow"));
+        assert!(!on_path(std::ffi::OsStr::new(""), "knowhow"));
     }
 }

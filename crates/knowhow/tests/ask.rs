@@ -296,4 +296,12 @@ fn quickstart_ingests_the_sample_corpus_and_answers_three_questions_offline() {
     assert!(again.contains("0 documents added, 7 files unchanged"), "{again}");
     let log = kh.ok(&["--json", "log"]);
     assert_eq!(log.lines().count(), 6);
+    // Run through `cargo run`, `knowhow` is not on the PATH: the "Next:" lines say how to put it there.
+    let not_installed = kh.command().arg("quickstart").env("PATH", "").output().unwrap();
+    assert!(not_installed.status.success());
+    let printed = common::stdout(&not_installed);
+    assert!(printed.contains("cargo install --path crates/knowhow"), "{printed}");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_knowhow")).parent().unwrap();
+    let installed = kh.command().arg("quickstart").env("PATH", bin).output().unwrap();
+    assert!(!common::stdout(&installed).contains("cargo install"));
 }
