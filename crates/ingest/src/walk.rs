@@ -34,6 +34,22 @@ impl Default for WalkOptions {
 pub struct Found {
     pub files: Vec<(PathBuf, Format)>,
     pub skipped: Vec<Skipped>,
+    /// When the folders hold files but the filters left none to consider: which filter took how many.
+    pub filtered_out: Option<FilteredOut>,
+}
+
+/// Files of the walked folders that the walk's filters left out, by filter; counted only when they left nothing,
+/// so that "0 files" can say why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FilteredOut {
+    /// Every file under the folders.
+    pub files: usize,
+    /// Hidden: a name on the way starting with `.`.
+    pub hidden: usize,
+    /// Excluded by `.gitignore` / `.ignore` files.
+    pub ignored: usize,
+    /// Not matched by the `--glob` filters.
+    pub unmatched: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +125,45 @@ pub fn walk(roots: &[PathBuf], options: &WalkOptions) -> Result<Found, String> {
         }
     }
     found.files.dedup_by(|a, b| a.0 == b.0);
+    if found.files.is_empty() && found.skipped.is_empty() {
+        found.filtered_out = filtered_out(roots);
+    }
     Ok(found)
+}
+
+/// Counts what each filter took from the folders among `roots`: every file, then those left once hidden files
+/// are put aside, then those left by the ignore files; the globs took the rest (the walk found nothing).
+fn filtered_out(roots: &[PathBuf]) -> Option<FilteredOut> {
+    let mut counts = FilteredOut::default();
+    for root in roots.iter().filter(|r| r.is_dir()) {
+        let files = |walker: ignore::Walk| {
+            walker
+                .flatten()
+                .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+                .count()
+        };
+        let all = files(WalkBuilder::new(root).standard_filters(false).build());
+        let visible = files(
+            WalkBuilder::new(root)
+                .standard_filters(false)
+                .filter_entry(|entry| entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.'))
+                .build(),
+        );
+        let kept = files(
+            WalkBuilder::new(root)
+                .hidden(true)
+                .git_ignore(true)
+                .git_exclude(true)
+                .require_git(false)
+                .filter_entry(|entry| entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.'))
+                .build(),
+        );
+        counts.files += all;
+        counts.hidden += all - visible;
+        counts.ignored += visible.saturating_sub(kept);
+        counts.unmatched += kept;
+    }
+    (counts.files > 0).then_some(counts)
 }
 
 fn consider(path: &Path, options: &WalkOptions, found: &mut Found) {
@@ -147,6 +201,32 @@ mod tests {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_walk_that_finds_nothing_says_which_filter_took_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, ".gitignore", b"drafts/\n");
+        write(root, ".notes/secret.md", b"hidden");
+        write(root, "drafts/a.md", b"ignored");
+        write(root, "b.md", b"not a .txt");
+        let options = WalkOptions {
+            globs: vec!["*.txt".into()],
+            ..WalkOptions::default()
+        };
+        let found = walk(&[root.to_path_buf()], &options).unwrap();
+        assert!(found.files.is_empty());
+        let expected = FilteredOut {
+            files: 4,
+            hidden: 2,
+            ignored: 1,
+            unmatched: 1,
+        };
+        assert_eq!(found.filtered_out, Some(expected));
+        // Something found: nothing to explain.
+        let found = walk(&[root.to_path_buf()], &WalkOptions::default()).unwrap();
+        assert_eq!(found.filtered_out, None);
     }
 
     fn names(found: &Found, root: &Path) -> Vec<String> {

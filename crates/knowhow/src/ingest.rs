@@ -209,6 +209,16 @@ fn report(context: &Context, summary: &Summary) {
         summary.documents_removed,
         summary.chunks_written,
     );
+    if let Some(out) = summary.filtered_out {
+        outln!(
+            "no file to ingest: of the {} files there, {} are hidden (a name starting with '.'), {} are excluded \
+             by .gitignore or .ignore files, and {} do not match --glob",
+            out.files,
+            out.hidden,
+            out.ignored,
+            out.unmatched
+        );
+    }
     let unsupported = summary.skipped.iter().filter(|s| s.expected).count();
     if unsupported > 0 {
         outln!("{unsupported} files of unsupported types skipped (use --json to list them)");

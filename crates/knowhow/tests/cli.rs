@@ -122,6 +122,18 @@ fn search_returns_ranked_chunks_with_heading_and_marked_terms() {
 }
 
 #[test]
+fn an_ingest_whose_filters_left_nothing_says_which_filter_did_it() {
+    let kh = Knowhow::new();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("notes.md"), "# Notes\n\nNot a text file.\n");
+    write(&dir.path().join(".draft.md"), "# Draft\n");
+    let out = kh.ok(&["ingest", dir.path().to_str().unwrap(), "--glob", "*.txt"]);
+    assert!(out.contains("no file to ingest"), "{out}");
+    assert!(out.contains("2 files there, 1 are hidden"), "{out}");
+    assert!(out.contains("1 do not match --glob"), "{out}");
+}
+
+#[test]
 fn a_reader_that_goes_away_ends_the_command_quietly_with_success() {
     use std::io::Read as _;
     let kh = Knowhow::new();

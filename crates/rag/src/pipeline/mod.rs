@@ -137,6 +137,9 @@ pub struct Summary {
     pub chunks_written: u64,
     pub failures: Vec<Problem>,
     pub skipped: Vec<SkippedPath>,
+    /// Set when the folders hold files but the walk's filters left none: which filter took how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filtered_out: Option<knowhow_ingest::walk::FilteredOut>,
 }
 
 /// Progress of a run, in the order it happens.
@@ -177,7 +180,10 @@ pub fn ingest(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Summary, Error> {
     let found = walk(paths, &options.walk).map_err(Error::Ingest)?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        filtered_out: found.filtered_out,
+        ..Summary::default()
+    };
     for skipped in &found.skipped {
         let skipped = skipped_path(skipped);
         on_event(Event::Skipped(&skipped));
