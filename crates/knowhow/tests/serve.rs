@@ -186,15 +186,7 @@ fn concurrent_embedding_requests_are_batched_and_each_gets_its_own_vectors() {
     };
     // One at a time: each text alone in its batch.
     let alone: Vec<Vec<f32>> = texts.iter().map(|t| embed(&served.url, t)).collect();
-    let metrics = || {
-        support::agent()
-            .get(format!("{}/metrics", served.url))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
+    let metrics = || support::metrics(&served.url);
     let before = metrics();
     let (batches_before, requests_before) = (
         metric(&before, "knowhow_embed_batches_total"),

@@ -31,13 +31,7 @@ fn reply(url: &str, model: &str) -> String {
 
 /// The value of the `/metrics` series `series` (name and labels as written).
 fn metric(url: &str, series: &str) -> Option<f64> {
-    let text = support::agent()
-        .get(format!("{url}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = support::metrics(url);
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -309,13 +309,7 @@ fn two_tenants_never_see_each_other_and_roles_limit_what_a_key_may_do() {
     assert!(lines.iter().any(|l| l["key"].is_null() && l["status"] == 401));
     let answers = std::fs::read_to_string(kh.home.path().join("logs/team-a/answers.jsonl")).unwrap();
     assert!(answers.contains(prefix), "the answer log names the key: {answers}");
-    let metrics = support::agent()
-        .get(format!("{url}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = support::metrics(url);
     assert!(
         metrics.contains(
             r#"knowhow_requests_total{route="/v1/collections/{collection}/search",method="POST",status="200"}"#

@@ -179,13 +179,7 @@ fn uploaded_files_become_a_job_whose_files_each_end_indexed_unchanged_or_failed(
         "{}",
         documents.body
     );
-    let metrics = support::agent()
-        .get(format!("{}/metrics", served.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = support::metrics(&served.url);
     for line in [
         "knowhow_ingest_files_total{state=\"indexed\"} 3",
         "knowhow_ingest_files_total{state=\"unchanged\"} 1",

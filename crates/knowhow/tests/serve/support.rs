@@ -72,6 +72,17 @@ pub fn serve_on(kh: &Knowhow, listen: &str, model: &str, extra: &[&str]) -> Serv
     }
 }
 
+/// The server's `/metrics` text.
+pub fn metrics(url: &str) -> String {
+    agent()
+        .get(format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 /// An HTTP client that returns 4xx/5xx answers instead of failing on them.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
